@@ -1,0 +1,76 @@
+"""The contract between a sink and the worker that runs it."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._frame import Frame
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What a running sink may know about where it runs.
+
+    Set as ``sink.context`` by the worker before ``open()``. ``inputs`` are the
+    names of the nodes feeding the sink; ``sources`` the names of the sources
+    upstream of it when the run started.
+
+    Sinks that run in the caller's process (``in_caller_process = True``) also
+    get live views of the whole run: ``pipeline_stats()`` returns the current
+    ``RunStats`` and ``pipeline_graph()`` a JSON-friendly description of the
+    nodes and edges. Elsewhere both are ``None``.
+    """
+
+    name: str
+    mode: str
+    inputs: tuple[str, ...]
+    sources: tuple[str, ...]
+    logger: logging.Logger
+    pipeline_stats: Callable[[], Any] | None = None
+    pipeline_graph: Callable[[], dict[str, Any]] | None = None
+
+
+class Sink(ABC):
+    """Where results leave the pipeline: a file, a server, a callback.
+
+    Like sources, sinks are picklable descriptions: ``open()`` runs inside the
+    worker and acquires files or connections; ``write(frame)`` is called for
+    every frame that reaches the sink; ``close()`` is called exactly once at
+    the end (normal end, ``stop()``, Ctrl-C, SIGTERM, or a failure elsewhere) and
+    must flush and finalize what was written.
+
+    A sink whose results the caller reads after the run (``Collect``) returns
+    them from ``final_state()`` in the worker; the runtime hands that value to
+    ``adopt_final_state()`` on the caller's own instance, whatever the executor.
+    """
+
+    #: Set by the worker before ``open()``.
+    context: SinkContext
+    #: Run this sink in the caller's process even under ``executor="processes"``
+    #: (callbacks that touch the caller's objects).
+    in_caller_process: bool = False
+
+    def open(self) -> None:
+        """Acquire resources. Called once, inside the worker."""
+
+    @abstractmethod
+    def write(self, frame: Frame) -> None:
+        """Consume one frame; its ``results`` hold the upstream outputs."""
+
+    def close(self) -> None:
+        """Flush and finalize. Called exactly once at the end."""
+
+    def final_state(self) -> Any:
+        """What the caller's instance needs after the run; called in the worker after close()."""
+        return None
+
+    def adopt_final_state(self, state: Any) -> None:
+        """Take the value ``final_state()`` returned in the worker."""
+
+    def describe(self) -> dict[str, Any]:
+        """A short JSON-friendly description for the web view."""
+        return {"type": type(self).__name__}

@@ -1,0 +1,62 @@
+"""Sinks that hand results back to the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._frame import Frame
+from ._base import Sink
+
+
+class Collect(Sink):
+    """Keep every result that reaches the sink, readable after the run.
+
+    ``results[node][frame.index] = value`` for each input node. When more than
+    one source feeds the sink, keys are ``(source, index)`` so frames of
+    different sources never overwrite each other. ``collect.results`` is filled
+    in the caller's process whatever the executor.
+
+    Example::
+
+        collect = fp.sinks.Collect()
+        pipe.sink("results", collect, after=[detect, preview])
+        pipe.run()
+        collect.results["detect"][0]
+    """
+
+    def __init__(self) -> None:
+        self.results: dict[str, dict[Any, Any]] = {}
+
+    def open(self) -> None:
+        self.results = {name: {} for name in self.context.inputs}
+        self._by_source = len(self.context.sources) > 1
+
+    def write(self, frame: Frame) -> None:
+        key: Any = (frame.source, frame.index) if self._by_source else frame.index
+        for name in self.context.inputs:
+            if name in frame.results:
+                self.results.setdefault(name, {})[key] = frame.results[name]
+
+    def final_state(self) -> Any:
+        return self.results
+
+    def adopt_final_state(self, state: Any) -> None:
+        self.results = state
+
+
+class Callback(Sink):
+    """Call ``fn(frame)`` for every frame that reaches the sink.
+
+    Runs in the caller's process under every executor, so the callback may
+    touch the caller's objects. Keep it quick: a slow callback only slows
+    this sink (its inbox drops or blocks by its policy), never the stages.
+    """
+
+    in_caller_process = True
+
+    def __init__(self, fn: Callable[[Frame], Any]) -> None:
+        self.fn = fn
+
+    def write(self, frame: Frame) -> None:
+        self.fn(frame)

@@ -1,0 +1,3 @@
+"""Built-in vision stages."""
+
+__all__: list[str] = []
