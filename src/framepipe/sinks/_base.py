@@ -32,6 +32,12 @@ class SinkContext:
     logger: logging.Logger
     pipeline_stats: Callable[[], Any] | None = None
     pipeline_graph: Callable[[], dict[str, Any]] | None = None
+    on_drop: Callable[[int], None] | None = None
+
+    def drop(self, count: int = 1) -> None:
+        """Count ``count`` items the sink had to give up (a full buffer); shown as ``buffer`` drops."""
+        if self.on_drop is not None:
+            self.on_drop(count)
 
 
 class Sink(ABC):

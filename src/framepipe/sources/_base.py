@@ -24,6 +24,8 @@ class SourceContext:
       consumers run in other processes).
     - ``stopping`` / ``wait(seconds)``: sources that block (network reads,
       reconnect back-off) must return soon after a stop is asked.
+    - ``drop(n)`` counts frames the source decoded but skipped to stay current
+      (a live stream read in real time keeps only the newest frame).
     - ``set_state`` / ``count_reconnect`` feed the connection columns of the
       statistics.
     """
@@ -37,6 +39,7 @@ class SourceContext:
         stop_event: threading.Event | None = None,
         allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
         on_state: Callable[[str, int], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
         self.mode = mode
@@ -45,6 +48,8 @@ class SourceContext:
         self._stop_event = stop_event or threading.Event()
         self._allocate = allocate
         self._on_state = on_state
+        self._on_drop = on_drop
+        self.dropped = 0
         self.state = "starting"
         self.reconnects = 0
 
@@ -74,6 +79,12 @@ class SourceContext:
         self.state = state
         if self._on_state is not None:
             self._on_state(state, self.reconnects)
+
+    def drop(self, count: int = 1) -> None:
+        """Count ``count`` frames skipped to stay current (reported as ``late`` drops)."""
+        self.dropped += count
+        if self._on_drop is not None:
+            self._on_drop(count)
 
     def count_reconnect(self) -> None:
         """Count one reconnect attempt."""
