@@ -17,7 +17,11 @@ from ._errors import (
     WorkerError,
 )
 from ._frame import Frame
+from ._graph import Node, Pipeline
+from ._policy import Queue
+from ._run import Run
 from ._stage import Stage, StageContext
+from .stats import NodeStats, RunStats
 
 __version__ = "0.1.0"
 
@@ -27,6 +31,12 @@ __all__ = [
     "FramepipeError",
     "GraphError",
     "ModelError",
+    "Node",
+    "NodeStats",
+    "Pipeline",
+    "Queue",
+    "Run",
+    "RunStats",
     "SinkError",
     "SourceError",
     "Stage",

@@ -31,6 +31,8 @@ class Frame:
     timestamp: float
     source: str
     results: dict[str, Any] = field(default_factory=dict)
+    #: Shared-memory slots backing ``image`` and array results (runtime only).
+    _handles: tuple[Any, ...] = field(default=(), repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -1,0 +1,224 @@
+"""A run of a pipeline: start, stop, wait, and its results."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._errors import FramepipeError
+from ._graph import Edge, Node, Plan, edge_policy
+from .stats import RunStats
+
+if TYPE_CHECKING:
+    from .runtime._executor import Executor
+
+log = logging.getLogger("framepipe")
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while the caller was waiting on a run."""
+
+
+class Run:
+    """One run of a pipeline.
+
+    ``pipe.run()`` returns it finished; ``pipe.start()`` returns it running.
+    ``stats`` is live while running and final afterwards; ``errors`` lists
+    node errors that did not stop the run (a source that could not be opened).
+
+    Use it as a context manager to stop it on exit::
+
+        with pipe.start(mode="realtime") as run:
+            time.sleep(5)
+            print(run.stats)
+    """
+
+    def __init__(self, plan: Plan, executor: str, *, duration: float | None,
+                 stop_timeout: float) -> None:
+        self.plan = plan
+        self.executor_name = executor
+        self.duration = duration
+        self.stop_timeout = stop_timeout
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.interrupted = False
+        self._executor: Executor | None = None
+        self._final: RunStats | None = None
+        self._timer: threading.Timer | None = None
+        self._finalize_lock = threading.Lock()
+        self._stopping = False
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        from .runtime._executor import LocalExecutor
+
+        if self.executor_name == "processes":
+            from .runtime._processes import ProcessExecutor
+
+            self._executor = ProcessExecutor(self.plan)
+        else:
+            self._executor = LocalExecutor(self.plan, threaded=self.executor_name == "threads")
+        self.started_at = time.monotonic()
+        try:
+            self._executor.start()
+        except BaseException:
+            self._executor.request_stop()
+            self._executor.kill()
+            self._finalize()
+            raise
+        if self.duration is not None:
+            self._timer = threading.Timer(self.duration, self._executor.request_stop)
+            self._timer.daemon = True
+            self._timer.start()
+
+    @property
+    def running(self) -> bool:
+        return self._executor is not None and self._final is None
+
+    @property
+    def elapsed(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the run to end; True if it has (errors not raised)."""
+        assert self._executor is not None
+        done = self._executor.join(timeout)
+        if done:
+            self._finalize()
+        return done
+
+    def join(self) -> None:
+        """Wait for the end; handle Ctrl-C and SIGTERM; raise the run's error, if any."""
+        previous = None
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            try:
+                while not self.wait(0.2):
+                    pass
+            except (KeyboardInterrupt, _Terminated) as exc:
+                self.interrupted = True
+                log.warning("framepipe: %s, stopping the pipeline cleanly",
+                            "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
+                self.stop()
+                if isinstance(exc, _Terminated):
+                    raise SystemExit(128 + signal.SIGTERM) from None
+                raise
+        finally:
+            if in_main and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        self.raise_error()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop: sources end, queued work is dropped, sinks close. Waits up to ``timeout``
+        (default ``stop_timeout``) for nodes to finish, then kills what is left."""
+        if self._executor is None or self._final is not None:
+            return
+        timeout = self.stop_timeout if timeout is None else timeout
+        self._executor.request_stop()
+        try:
+            if not self._executor.join(timeout):
+                log.warning("framepipe: nodes did not stop within %.1f s; killing them", timeout)
+                self._executor.kill()
+                self._executor.join(5.0)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: no more waiting.
+            self._executor.kill()
+            self._finalize()
+            raise
+        self._finalize()
+
+    def _finalize(self) -> None:
+        with self._finalize_lock:
+            if self._final is not None or self._executor is None:
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+            self.ended_at = time.monotonic()
+            self._final = self._executor.stats()
+            for name, state in self._executor.final_states().items():
+                node = self.plan.nodes.get(name)
+                if node is not None:
+                    node.obj.adopt_final_state(state)
+
+    # -- results -----------------------------------------------------------------------
+
+    @property
+    def stats(self) -> RunStats:
+        """Statistics of every node: live while running, final afterwards."""
+        if self._final is not None:
+            return self._final
+        if self._executor is None:
+            return RunStats()
+        return self._executor.stats()
+
+    @property
+    def error(self) -> FramepipeError | None:
+        """The error that stopped the run, if any."""
+        return self._executor.fatal if self._executor is not None else None
+
+    @property
+    def errors(self) -> list[FramepipeError]:
+        """Every node error: the fatal one first, then sources that failed."""
+        if self._executor is None:
+            return []
+        fatal = [self._executor.fatal] if self._executor.fatal is not None else []
+        return fatal + list(self._executor.source_errors)
+
+    def raise_error(self) -> None:
+        """Raise the error that stopped the run, or the first source error."""
+        errors = self.errors
+        if errors:
+            raise errors[0]
+
+    # -- hot add / remove (called by Pipeline) -------------------------------------------
+
+    def add_source(self, node: Node, targets: list[str]) -> None:
+        assert self._executor is not None
+        edges = []
+        for target in targets:
+            downstream = self.plan.nodes[target]
+            edges.append(Edge(self.plan.next_edge_id, node.name, target,
+                              edge_policy(downstream, self.plan.mode)))
+            self.plan.next_edge_id += 1
+        self.plan.nodes[node.name] = node
+        self.plan.order.insert(0, node.name)
+        self.plan.edges.extend(edges)
+        self._executor.add_source(node, edges)
+
+    def remove_source(self, name: str) -> None:
+        assert self._executor is not None
+        self._executor.remove_source(name)
+
+    # -- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+        if exc_type is None:
+            self.raise_error()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "ended"
+        return f"<Run {state} mode={self.plan.mode} executor={self.executor_name}>"
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly: mode, executor, elapsed seconds, stats, errors."""
+        return {"mode": self.plan.mode, "executor": self.executor_name,
+                "elapsed_s": round(self.elapsed, 3), "interrupted": self.interrupted,
+                "stats": self.stats.to_dict(), "errors": [str(e) for e in self.errors]}
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()

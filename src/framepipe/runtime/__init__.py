@@ -1,0 +1,1 @@
+"""Executors: where and how the nodes of a planned pipeline run."""

@@ -1,0 +1,347 @@
+"""A node's inbox: one bounded queue per input edge, selection, and joins.
+
+Producers ``put`` frames on an edge; the node's worker ``take``s work items.
+Everything a node drops (policy, rate, age) is counted here, and every frame
+that leaves the inbox without being processed is released at once, so shared
+memory slots go back to their owner as early as possible.
+
+Joins, for nodes with several inputs:
+
+- ``each``: every frame from any input is processed on its own, in arrival order.
+- ``merge``: the same frame (same source and index) arriving through several
+  inputs is processed once, with all their results; a frame that one input
+  will never deliver (it skipped it, or is already past it) is processed with
+  the results that did arrive.
+- ``latest``: the first input drives; each of its frames is processed with the
+  newest result of every other input attached (slow detections carried onto a
+  fast video branch).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._frame import Frame
+from .._policy import NodeOptions, Queue, RateSelector, WindowSampler
+from ..stats import StatsRecorder
+
+#: take() found nothing ready (non-blocking call).
+EMPTY: Any = object()
+#: Bound on frames a merge join holds waiting for their other inputs, per source.
+MERGE_PENDING_LIMIT = 64
+
+
+class Ticket:
+    """One delivered frame, held until every work item that uses it is done."""
+
+    __slots__ = ("arrived", "frame", "refs", "release")
+
+    def __init__(self, frame: Frame, release: Callable[[], None] | None) -> None:
+        self.frame = frame
+        self.release = release
+        self.refs = 1
+        self.arrived = time.monotonic()
+
+    def unref(self) -> None:
+        self.refs -= 1
+        if self.refs == 0 and self.release is not None:
+            self.release()
+            self.release = None
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """What the node processes: a frame, or a list of frames for windows."""
+
+    payload: Any
+    frame: Frame  # the newest frame: its metadata goes downstream
+    tickets: list[Ticket]
+    wait: float
+    source_edge: int = -1
+
+    def done(self) -> None:
+        for ticket in self.tickets:
+            ticket.unref()
+        self.tickets = []
+
+
+@dataclass(slots=True)
+class _Edge:
+    upstream: str
+    policy: Queue
+    credit: Callable[[int], None] | None
+    entries: deque[tuple[int, Any]] = field(default_factory=deque)  # (seq, Ticket | window list)
+    ended: bool = False
+
+
+class Inbox:
+    """The bounded, thread-safe inbox of one node. See the module docstring."""
+
+    def __init__(self, node: str, options: NodeOptions, recorder: StatsRecorder) -> None:
+        self.node = node
+        self.options = options
+        self.recorder = recorder
+        self._edges: dict[int, _Edge] = {}
+        self._order: list[int] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._seq = 0
+        self._rate = RateSelector(options.fps) if options.fps else None
+        self._window = WindowSampler(*options.window) if options.window else None
+        self._pending: dict[tuple[str, int], dict[int, Ticket]] = {}
+        self._passed: dict[int, dict[str, int]] = {}
+        self._latest: dict[str, Any] = {}
+
+    # -- edges ---------------------------------------------------------------
+
+    def add_edge(self, edge: int, upstream: str, policy: Queue,
+                 credit: Callable[[int], None] | None = None) -> None:
+        with self._cond:
+            self._edges[edge] = _Edge(upstream, policy, credit)
+            self._order.append(edge)
+            self._passed[edge] = {}
+
+    def end(self, edge: int) -> None:
+        """The producer of ``edge`` has finished: nothing more will arrive on it."""
+        with self._cond:
+            if edge in self._edges:
+                self._edges[edge].ended = True
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop: drop everything waiting, wake producers and the worker."""
+        with self._cond:
+            self._closed = True
+            for edge in self._edges.values():
+                while edge.entries:
+                    self._discard(edge, edge.entries.popleft()[1])
+            for tickets in self._pending.values():
+                for ticket in tickets.values():
+                    ticket.unref()
+            self._pending.clear()
+            if self._window is not None:
+                for held in self._window.held.values():
+                    for ticket in held:
+                        ticket.unref()
+                self._window.held.clear()
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- producers -------------------------------------------------------------
+
+    def put(self, edge_id: int, frame: Frame, release: Callable[[], None] | None = None,
+            stop: threading.Event | None = None) -> bool:
+        """Deliver ``frame`` on ``edge_id``. Blocks only on a full ``block`` queue.
+
+        ``release`` is called exactly once, when the inbox no longer needs the
+        frame. Returns False if the frame was not accepted (inbox closed).
+        """
+        ticket = Ticket(frame, release)
+        with self._cond:
+            edge = self._edges[edge_id]
+            if self._closed:
+                self._give_back(edge, ticket)
+                return False
+            if self.options.join == "latest" and edge_id != self._order[0]:
+                self._keep_latest(edge, ticket)
+                return True
+            if self._rate is not None and not self._rate.select(frame.source, frame.pts):
+                self.recorder.drop("rate")
+                self._give_back(edge, ticket)
+                return True
+            entry: Any = ticket
+            if self._window is not None:
+                if not self._window.sample(frame.source):
+                    self.recorder.drop("rate")
+                    self._give_back(edge, ticket)
+                    return True
+                evicted, window = self._window.push(frame.source, ticket)
+                if evicted is not None:
+                    evicted.unref()
+                if window is None:
+                    if edge.credit is not None:
+                        edge.credit(1)
+                    return True
+                for held in window:
+                    held.refs += 1
+                entry = window
+            policy = edge.policy
+            if len(edge.entries) >= policy.size:
+                if policy.overflow == "block":
+                    while len(edge.entries) >= policy.size and not self._closed:
+                        if stop is not None and stop.is_set():
+                            break
+                        self._cond.wait(0.1)
+                    if self._closed or (stop is not None and stop.is_set()):
+                        self._discard(edge, entry)
+                        return False
+                elif policy.overflow == "drop_oldest":
+                    self.recorder.drop("policy")
+                    self._discard(edge, edge.entries.popleft()[1])
+                else:
+                    self.recorder.drop("policy")
+                    self._discard(edge, entry)
+                    return True
+            self._seq += 1
+            edge.entries.append((self._seq, entry))
+            self._cond.notify_all()
+            return True
+
+    def _give_back(self, edge: _Edge, ticket: Ticket) -> None:
+        ticket.unref()
+        if edge.credit is not None:
+            edge.credit(1)
+
+    def _discard(self, edge: _Edge, entry: Any) -> None:
+        for ticket in entry if isinstance(entry, list) else (entry,):
+            ticket.unref()
+        if edge.credit is not None:
+            edge.credit(1)
+
+    def _keep_latest(self, edge: _Edge, ticket: Ticket) -> None:
+        value = ticket.frame.results.get(edge.upstream)
+        if isinstance(value, np.ndarray):
+            value = value.copy()  # the frame's memory goes back to its owner below
+        if value is not None:
+            self._latest[edge.upstream] = value
+        self._give_back(edge, ticket)
+
+    # -- the worker --------------------------------------------------------------
+
+    def take(self, timeout: float | None = None) -> WorkItem | None:
+        """The next work item; ``None`` once every input has ended (or on close).
+
+        ``timeout=0`` never blocks and returns ``EMPTY`` when nothing is ready.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                item = self._next_item()
+                if item is not None:
+                    if self._too_old(item):
+                        continue
+                    return item
+                if self._all_ended():
+                    return None
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return EMPTY
+                    self._cond.wait(remaining)
+
+    def _all_ended(self) -> bool:
+        if not self._edges:
+            return False
+        if self.options.join == "latest":
+            primary = self._edges[self._order[0]]
+            return primary.ended and not primary.entries
+        return all(e.ended and not e.entries for e in self._edges.values()) \
+            and not self._pending
+
+    def _too_old(self, item: WorkItem) -> bool:
+        max_age = self.options.max_age
+        if max_age is None or time.time() - item.frame.timestamp <= max_age:
+            return False
+        self.recorder.drop("age")
+        item.done()
+        return True
+
+    def _pop(self, edge_id: int) -> Any:
+        edge = self._edges[edge_id]
+        _, entry = edge.entries.popleft()
+        if edge.credit is not None:
+            edge.credit(1)
+        self._cond.notify_all()  # a blocked producer may go on
+        return entry
+
+    def _next_item(self) -> WorkItem | None:
+        join = self.options.join
+        if join == "merge":
+            return self._next_merged()
+        if join == "latest":
+            primary = self._order[0]
+            if not self._edges[primary].entries:
+                return None
+            item = self._item(self._pop(primary), primary)
+            if self._latest:
+                frame = item.frame
+                merged = {**self._latest, **frame.results}
+                item.frame = _with_results(frame, merged)
+                if item.payload is frame:
+                    item.payload = item.frame
+            return item
+        best, best_seq = -1, 0
+        for edge_id in self._order:
+            entries = self._edges[edge_id].entries
+            if entries and (best < 0 or entries[0][0] < best_seq):
+                best, best_seq = edge_id, entries[0][0]
+        if best < 0:
+            return None
+        return self._item(self._pop(best), best)
+
+    def _item(self, entry: Any, edge_id: int) -> WorkItem:
+        now = time.monotonic()
+        if isinstance(entry, list):
+            frames = [t.frame for t in entry]
+            return WorkItem(frames, frames[-1], list(entry), now - entry[-1].arrived, edge_id)
+        return WorkItem(entry.frame, entry.frame, [entry], now - entry.arrived, edge_id)
+
+    def _next_merged(self) -> WorkItem | None:
+        for edge_id in self._order:
+            edge = self._edges[edge_id]
+            while edge.entries:
+                ticket = self._pop(edge_id)
+                if isinstance(ticket, list):  # windows do not merge: take the newest frame
+                    for extra in ticket[:-1]:
+                        extra.unref()
+                    ticket = ticket[-1]
+                frame = ticket.frame
+                self._passed[edge_id][frame.source] = frame.index
+                key = (frame.source, frame.index)
+                slot = self._pending.setdefault(key, {})
+                if edge_id in slot:  # same frame twice on one edge: keep the newer
+                    slot[edge_id].unref()
+                slot[edge_id] = ticket
+        if not self._pending:
+            return None
+        per_source: dict[str, int] = {}
+        for source, _ in self._pending:
+            per_source[source] = per_source.get(source, 0) + 1
+        for key in sorted(self._pending, key=lambda k: (k[0], k[1])):
+            source, index = key
+            arrived = self._pending[key]
+            complete = all(
+                edge_id in arrived
+                or edge.ended
+                or self._passed[edge_id].get(source, -1) > index
+                for edge_id, edge in self._edges.items()
+            )
+            if complete or per_source[source] > MERGE_PENDING_LIMIT:
+                del self._pending[key]
+                tickets = [arrived[e] for e in self._order if e in arrived]
+                results: dict[str, Any] = {}
+                for ticket in tickets:
+                    results.update(ticket.frame.results)
+                frame = _with_results(tickets[0].frame, results)
+                wait = time.monotonic() - min(t.arrived for t in tickets)
+                return WorkItem(frame, frame, tickets, wait)
+        return None
+
+
+def _with_results(frame: Frame, results: dict[str, Any]) -> Frame:
+    return Frame(frame.image, frame.index, frame.pts, frame.timestamp, frame.source, results,
+                 frame._handles)
