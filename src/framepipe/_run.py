@@ -57,7 +57,8 @@ class Run:
     def start(self) -> None:
         from .runtime._executor import LocalExecutor
 
-        if self.executor_name == "processes":
+        wants_processes = any(n.options.executor == "processes" for n in self.plan.nodes.values())
+        if self.executor_name == "processes" or wants_processes:
             from .runtime._processes import ProcessExecutor
 
             self._executor = ProcessExecutor(self.plan)

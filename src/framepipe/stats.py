@@ -156,6 +156,8 @@ class StatsRecorder:
         self._done_times: deque[float] = deque(maxlen=4096)
         self._fps_window = fps_window
         self._started = time.monotonic()
+        self._first: float | None = None
+        self._last = 0.0
         self._ended: float | None = None
         self._lock = threading.Lock()
 
@@ -172,6 +174,9 @@ class StatsRecorder:
                 self._wait.add(max(0.0, wait) * 1000.0)
             for _ in range(count):
                 self._done_times.append(now)
+            if self._first is None:
+                self._first = now - latency
+            self._last = now
 
     def drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -197,7 +202,9 @@ class StatsRecorder:
             now = self._ended or time.monotonic()
             elapsed = now - self._started
             if self._ended is not None:
-                fps = self.processed / elapsed if elapsed > 0 else 0.0
+                # Over the span that frames were processed: setup time is not throughput.
+                span = self._last - self._first if self._first is not None else 0.0
+                fps = self.processed / span if span > 0 else 0.0
             else:
                 window = min(self._fps_window, elapsed)
                 recent = sum(1 for t in self._done_times if t >= now - window)

@@ -108,6 +108,15 @@ class Inbox:
             self._order.append(edge)
             self._passed[edge] = {}
 
+    def has_edge(self, edge: int) -> bool:
+        with self._cond:
+            return edge in self._edges
+
+    def set_credit(self, edge: int, credit: Callable[[int], None]) -> None:
+        """Attach the credit callback of a lossless edge from another process."""
+        with self._cond:
+            self._edges[edge].credit = credit
+
     def end(self, edge: int) -> None:
         """The producer of ``edge`` has finished: nothing more will arrive on it."""
         with self._cond:

@@ -245,8 +245,12 @@ class NodeRunner:
     def __init__(self, node: Node, inbox: Inbox, outlets: list[Outlet],
                  recorder: StatsRecorder, *, mode: str, sources: tuple[str, ...],
                  stop: threading.Event, on_fatal: FatalHandler,
-                 sink_context: dict[str, Any] | None = None) -> None:
+                 sink_context: dict[str, Any] | None = None,
+                 shared: Any = None) -> None:
         self.node, self.name, self.kind = node, node.name, node.kind
+        # Set when some outlet leads to another process: results are moved to
+        # shared memory once, before the first outlet sends them.
+        self.shared = shared
         self.obj: Any = node.obj
         self.inbox = inbox
         self.outlets = outlets
@@ -372,8 +376,15 @@ class NodeRunner:
                 frame = item.frame
                 out = Frame(frame.image, frame.index, frame.pts, frame.timestamp, frame.source,
                             {**frame.results, self.name: value}, frame._handles)
+                created: list[Any] = []
+                if self.shared is not None:
+                    from ._remote import export
+
+                    out, created = export(out, self.shared)
                 for outlet in self.outlets:
                     outlet.deliver(out)
+                for handle in created:
+                    self.shared.release_owner(handle)
             item.done()
 
     def _failed(self, exc: BaseException, count: int) -> None:

@@ -1,0 +1,364 @@
+"""``executor="processes"``: each node in its own process, frames in shared memory.
+
+The caller's process supervises: it spawns one worker per node (spawn start
+method, so it is safe with threads and on every OS), tells them where to
+connect, starts the sources once every stage is set up, merges their
+statistics, notices a worker that dies, and at the end unlinks every shared
+memory segment of the run and reaps every process, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import cloudpickle
+
+from .._errors import FramepipeError, WorkerError
+from .._graph import Edge, Node, Plan
+from ..stats import NodeStats, RunStats
+from ..transport import _shm
+from ._executor import Executor
+from ._host import Host, HostSpec, host_main, portable, restore_error
+
+log = logging.getLogger("framepipe")
+
+MAIN = "main"
+#: How long a worker may take to start and import before it is declared dead.
+START_TIMEOUT = 120.0
+
+
+class _Worker:
+    def __init__(self, host_id: str, nodes: list[str], process: BaseProcess,
+                 conn: Connection) -> None:
+        self.host_id, self.nodes, self.process, self.conn = host_id, nodes, process, conn
+        self.address: str | None = None
+        self.listening = threading.Event()
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.dead = False
+        self.segments: list[str] = []
+        self.stats: dict[str, NodeStats] = {}
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self.conn.send(message)
+        except (OSError, EOFError, ValueError):
+            pass
+
+
+class ProcessExecutor(Executor):
+    """Runs each node in its own process (nodes may opt out with ``executor="threads"``)."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan)
+        self.run_id = secrets.token_hex(4)
+        self.prefix = f"fp_{self.run_id}"
+        self.socket_dir = tempfile.mkdtemp(prefix=f"framepipe-{self.run_id}-")
+        self.placement = {name: self._place(plan.nodes[name]) for name in plan.order}
+        self.workers: dict[str, _Worker] = {}
+        self.main_host: Host | None = None
+        self.main_segments: list[str] = []
+        self.addresses: dict[str, str] = {}
+        self._final_states: dict[str, Any] = {}
+        self._done = threading.Event()
+        self._cleaned = False
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self._ctx = mp.get_context("spawn")
+        self._main_ready = threading.Event()
+
+    def _place(self, node: Node) -> str:
+        override = node.options.executor
+        if getattr(node.obj, "in_caller_process", False) or override in ("threads", "inline"):
+            return MAIN
+        return node.name
+
+    def _spec(self, host_id: str, names: list[str], index: int) -> HostSpec:
+        plan = self.plan
+        edges = [e for e in plan.edges
+                 if self.placement[e.upstream] == host_id or self.placement[e.downstream] == host_id]
+        return HostSpec(
+            host_id=host_id, segment_prefix=f"{self.prefix}_{index}",
+            nodes=[portable(plan.nodes[n]) for n in names], edges=edges,
+            placement=dict(self.placement), mode=plan.mode, start=plan.start,
+            socket_dir=self.socket_dir,
+            sources_upstream={n: plan.sources_upstream(n) for n in names})
+
+    # -- start -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        groups: dict[str, list[str]] = {}
+        for name in self.plan.order:
+            groups.setdefault(self.placement[name], []).append(name)
+        try:
+            for index, (host_id, names) in enumerate(groups.items(), start=1):
+                if host_id == MAIN:
+                    continue
+                self._spawn_worker(host_id, names, index)
+            if MAIN in groups:
+                spec = self._spec(MAIN, groups[MAIN], 0)
+                spec.nodes = [self.plan.nodes[n] for n in groups[MAIN]]  # keep the caller's objects
+                self.main_host = Host(spec, stop=self.stop_event, report=self._main_report,
+                                      sink_context={"pipeline_stats": self.stats,
+                                                    "pipeline_graph": self.plan.describe})
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                                name="framepipe-supervisor")
+            self._supervisor.start()
+            if self.main_host is not None:
+                address = self.main_host.listen()
+                if address is not None:
+                    self.addresses[MAIN] = address
+            self._await("listening", lambda w: w.listening)
+            for worker in self.workers.values():
+                if worker.address is not None:
+                    self.addresses[worker.host_id] = worker.address
+            if self.stop_event.is_set():
+                return
+            for worker in self.workers.values():
+                worker.send(("connect", self.addresses))
+            if self.main_host is not None:
+                self.main_host.connect(self.addresses)
+                self.main_host.start_nodes()
+            self._await("ready", lambda w: w.ready)
+            if self.main_host is not None:
+                self._main_ready.wait(START_TIMEOUT)
+            if self.stop_event.is_set():
+                return
+            for worker in self.workers.values():
+                worker.send(("go",))
+            if self.main_host is not None:
+                self.main_host.go()
+        except BaseException:
+            self.request_stop()
+            raise
+
+    def _spawn_worker(self, host_id: str, names: list[str], index: int) -> _Worker:
+        try:
+            blob = cloudpickle.dumps(self._spec(host_id, names, index))
+        except Exception as exc:
+            raise WorkerError(names[0], f"cannot be sent to a worker process: {exc}. "
+                              f"Everything a node holds must pickle under "
+                              f"executor='processes' (load models in setup())") from exc
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(target=host_main, args=(child_end, blob), daemon=True,
+                                    name=f"framepipe:{host_id}")
+        process.start()
+        child_end.close()
+        worker = _Worker(host_id, names, process, parent_end)
+        with self._lock:
+            self.workers[host_id] = worker
+        return worker
+
+    def _await(self, what: str, event_of: Any) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        for worker in list(self.workers.values()):
+            while not event_of(worker).wait(0.1):
+                if self.stop_event.is_set() or worker.dead:
+                    return
+                if time.monotonic() > deadline:
+                    self.on_fatal(worker.host_id, WorkerError(
+                        worker.host_id, f"worker did not report {what} within {START_TIMEOUT}s"))
+                    return
+
+    def _main_report(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "segment":
+            with self._lock:
+                self.main_segments.append(message[1])
+        elif kind == "ready":
+            self._main_ready.set()
+        elif kind == "fatal":
+            _, node, blob, cause, text = message
+            self.on_fatal(node, restore_error(blob, cause, text))
+
+    # -- supervise -----------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    workers = [w for w in self.workers.values() if not w.dead and not w.done.is_set()]
+                main = self.main_host
+                main_done = main is None or (
+                    (main.go_event.is_set() or self.stop_event.is_set()) and main.done())
+                if not workers and main_done and (self.workers or self.main_host):
+                    break
+                waitables: list[Any] = [w.conn for w in workers] + [w.process.sentinel
+                                                                     for w in workers]
+                for ready in wait(waitables, timeout=0.2) if waitables else []:
+                    worker = next((w for w in workers if ready in (w.conn, w.process.sentinel)),
+                                  None)
+                    if worker is None:
+                        continue
+                    if ready is worker.conn:
+                        self._drain(worker)
+                    elif not worker.process.is_alive():
+                        self._drain(worker)
+                        self._died(worker)
+                if not waitables:
+                    time.sleep(0.05)
+        except Exception:
+            log.exception("framepipe: supervisor failed")
+            self.request_stop()
+        finally:
+            self._finish()
+
+    def _drain(self, worker: _Worker) -> None:
+        try:
+            while worker.conn.poll(0):
+                self._handle(worker, worker.conn.recv())
+        except (EOFError, OSError):
+            if not worker.done.is_set():
+                worker.process.join(2.0)
+                self._died(worker)
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "segment":
+            worker.segments.append(message[1])
+        elif kind == "listening":
+            worker.address = message[1]
+            worker.listening.set()
+        elif kind == "ready":
+            worker.ready.set()
+        elif kind == "stats":
+            worker.stats = message[1]
+        elif kind == "fatal":
+            _, node, blob, cause, text = message
+            self.on_fatal(node, restore_error(blob, cause, text))
+        elif kind == "done":
+            worker.stats = message[1]
+            self._final_states.update(message[2])
+            worker.done.set()
+
+    def _died(self, worker: _Worker) -> None:
+        if worker.dead or worker.done.is_set():
+            return
+        worker.dead = True
+        worker.listening.set()
+        worker.ready.set()
+        code = worker.process.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 \
+            else f"exited with code {code}"
+        node = worker.nodes[0]
+        worker.stats = {name: replace(stats, state="died")
+                        for name, stats in worker.stats.items()} or worker.stats
+        error = WorkerError(node, f"worker process {how}")
+        log.error("framepipe: %s", error)
+        self.on_fatal(node, error)
+
+    def _finish(self) -> None:
+        if self.main_host is not None:
+            self.main_host.stop()
+            self.main_host.wait(10.0)
+            self._final_states.update(self.main_host.final_states())
+        self._reap(grace=5.0)
+        self._cleanup()
+        self._done.set()
+
+    def _reap(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        for worker in self.workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.terminate()
+        for worker in self.workers.values():
+            worker.process.join(2.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(2.0)
+
+    def _cleanup(self) -> None:
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+        if self.main_host is not None:
+            self.main_host.close()
+        names = list(self.main_segments)
+        for worker in self.workers.values():
+            names.extend(worker.segments)
+            try:
+                worker.conn.close()
+            except OSError:
+                pass
+        for name in names:
+            _shm.unlink(name)
+        leftover = _shm.sweep(self.prefix)
+        if leftover:
+            log.debug("framepipe: swept %d unreported segments", len(leftover))
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        for worker in list(self.workers.values()):
+            worker.send(("stop",))
+        if self.main_host is not None:
+            self.main_host.stop()
+        if self._supervisor is None:  # stopped before the supervisor ever ran
+            self._reap(grace=1.0)
+            self._cleanup()
+            self._done.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def kill(self) -> None:
+        self.request_stop()
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.terminate()
+        deadline = time.monotonic() + 3.0
+        for worker in self.workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+
+    def stats(self) -> RunStats:
+        merged: dict[str, NodeStats] = {}
+        for worker in list(self.workers.values()):
+            merged.update(worker.stats)
+        if self.main_host is not None:
+            merged.update(self.main_host.stats())
+        return RunStats({name: merged[name] for name in self.plan.order if name in merged})
+
+    def final_states(self) -> dict[str, Any]:
+        return dict(self._final_states)
+
+    # -- hot add / remove ----------------------------------------------------------------------
+
+    def add_source(self, node: Node, edges: list[Edge]) -> None:
+        self.placement[node.name] = self._place(node)
+        if self.placement[node.name] == MAIN and self.main_host is not None:
+            self.main_host.add_source(node, edges, self.addresses)
+            return
+        for edge in edges:  # consumers learn the new edges from its hello
+            self.plan.edges  # noqa: B018 - already extended by the Run
+        worker = self._spawn_worker(node.name, [node.name], len(self.workers) + 100)
+        worker.listening.wait(START_TIMEOUT)
+        worker.send(("connect", self.addresses))
+        worker.ready.wait(START_TIMEOUT)
+        worker.send(("go",))
+
+    def remove_source(self, name: str) -> None:
+        host_id = self.placement.get(name)
+        if host_id == MAIN and self.main_host is not None:
+            self.main_host.remove_source(name)
+        elif host_id in self.workers:
+            self.workers[host_id].send(("stop",))
+
+
+__all__ = ["FramepipeError", "ProcessExecutor"]

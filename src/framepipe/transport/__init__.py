@@ -1,0 +1,1 @@
+"""Moving frames between workers: shared-memory slots and the wire format."""

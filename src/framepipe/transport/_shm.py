@@ -1,0 +1,278 @@
+"""Frames in shared memory, written once and read by every consumer without a copy.
+
+A worker that produces frames for other processes owns *segments*
+(``multiprocessing.shared_memory``), each a row of equally sized *slots*.
+Every segment starts with a table of release flags, one byte per slot and
+edge: a producer sets ``flags[slot, edge]`` before it sends a frame on
+``edge``; the consumer clears it when it is done with the frame (processed,
+dropped or forwarded, in which case the next edge's flag is set first). Column
+0 is the owner's own hold while it writes. A slot is free again once its whole
+row is zero: each byte has a single writer at a time, so no lock is needed
+across processes.
+
+Segments are unlinked by the process that started the run, after every
+worker has exited, whatever happened to them (the names are reported to it
+when created, and are prefixed by the run's id so a sweep finds any that were
+not).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
+from typing import Any
+
+import numpy as np
+
+#: Edge ids are columns of the flag table; 0 is the owner's hold.
+MAX_EDGES = 256
+_PAGE = 4096
+_HEADER_ALIGN = 64
+
+
+def _round_up(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """Where one array lives: segment, slot, shape. Small, so it pickles cheaply.
+
+    ``key`` says which array of a frame it backs: ``""`` for the image, else
+    the name of the result it holds.
+    """
+
+    segment: str
+    slot: int
+    shape: tuple[int, ...]
+    dtype: str
+    nslots: int
+    slot_bytes: int
+    key: str = ""
+
+    def with_key(self, key: str) -> Handle:
+        return Handle(self.segment, self.slot, self.shape, self.dtype, self.nslots,
+                      self.slot_bytes, key)
+
+
+class _Segment:
+    """One mapped segment: its flag table and its slots."""
+
+    def __init__(self, name: str, nslots: int, slot_bytes: int, buf: Any,
+                 closer: Callable[[], None]) -> None:
+        self.name, self.nslots, self.slot_bytes = name, nslots, slot_bytes
+        self.buf = buf
+        self.closer = closer
+        self.data_offset = _round_up(nslots * MAX_EDGES, _HEADER_ALIGN)
+        self.flags = np.ndarray((nslots, MAX_EDGES), np.uint8, buffer=buf)
+
+    @staticmethod
+    def size(nslots: int, slot_bytes: int) -> int:
+        return _round_up(nslots * MAX_EDGES, _HEADER_ALIGN) + nslots * slot_bytes
+
+    def array(self, slot: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        return np.ndarray(shape, np.dtype(dtype), buffer=self.buf,
+                          offset=self.data_offset + slot * self.slot_bytes)
+
+    def close(self) -> None:
+        self.flags = None  # type: ignore[assignment]
+        try:
+            self.closer()
+        except BufferError:
+            pass  # a view is still alive somewhere; the mapping goes with the process
+
+
+def _attach(name: str) -> tuple[Any, Callable[[], None]]:
+    """Map an existing segment without registering it with the resource tracker.
+
+    Attaching through ``SharedMemory`` would register the name a second time
+    in Python < 3.13, and the tracker would then warn about (or unlink) a
+    segment its owner still uses.
+    """
+    try:
+        from _posixshmem import shm_open  # type: ignore[import-not-found]
+
+        fd = shm_open("/" + name, os.O_RDWR, mode=0o600)
+    except ImportError:  # pragma: no cover - non-POSIX
+        fd = os.open(os.path.join("/dev/shm", name), os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        mapped = mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+    return memoryview(mapped), mapped.close
+
+
+class SharedFrames:
+    """This worker's view of shared memory: the segments it owns and those it reads.
+
+    Args:
+        prefix: segment names start with it (the run id and the worker).
+        on_segment: called with each new segment's name before it is used,
+            so the run's owner can unlink it whatever happens to this worker.
+        stop: while waiting for a free slot, give up once this is set.
+        max_bytes: how much memory this worker's segments may take in all.
+    """
+
+    def __init__(self, prefix: str, on_segment: Callable[[str], None] | None = None,
+                 stop: threading.Event | None = None, max_bytes: int = 2 << 30) -> None:
+        self.prefix = prefix
+        self.on_segment = on_segment
+        self.stop = stop or threading.Event()
+        self.max_bytes = max_bytes
+        self._owned: dict[int, list[_Segment]] = {}  # slot_bytes -> segments
+        self._owned_bytes = 0
+        self._mapped: dict[str, _Segment] = {}
+        self._shms: list[shared_memory.SharedMemory] = []
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    # -- owner side ----------------------------------------------------------------
+
+    def allocate(self, shape: tuple[int, ...], dtype: str = "uint8") -> tuple[np.ndarray, Handle]:
+        """A writable array in a free slot, held by this worker until ``release_owner``."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        slot_bytes = _round_up(max(nbytes, 1), _PAGE)
+        waited = 0.0
+        while True:
+            with self._lock:
+                for segment in self._owned.get(slot_bytes, ()):
+                    free = np.flatnonzero(~segment.flags.any(axis=1))
+                    if free.size:
+                        slot = int(free[0])
+                        segment.flags[slot, 0] = 1
+                        handle = Handle(segment.name, slot, tuple(shape), dtype,
+                                        segment.nslots, slot_bytes)
+                        return segment.array(slot, tuple(shape), dtype), handle
+                if self._grow(slot_bytes):
+                    continue
+            # Every slot is in use and the memory budget is spent: wait for a consumer.
+            if self.stop.is_set():
+                raise RuntimeError("stopping while waiting for a free frame slot")
+            time.sleep(0.0005)
+            waited += 0.0005
+
+    def _grow(self, slot_bytes: int) -> bool:
+        segments = self._owned.setdefault(slot_bytes, [])
+        held = sum(s.nslots for s in segments)
+        # Start with room for a few frames, then double: a run settles on what
+        # its queues and windows actually hold.
+        nslots = max(4, held)
+        size = _Segment.size(nslots, slot_bytes)
+        if self._owned_bytes + size > self.max_bytes and segments:
+            return False
+        self._counter += 1
+        name = f"{self.prefix}_{self._counter}"
+        shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        if self.on_segment is not None:
+            self.on_segment(shm.name)
+        self._shms.append(shm)
+        segment = _Segment(shm.name, nslots, slot_bytes, shm.buf, shm.close)
+        segment.flags[:] = 0
+        segments.append(segment)
+        self._mapped[segment.name] = segment
+        self._owned_bytes += size
+        return True
+
+    def release_owner(self, handle: Handle) -> None:
+        self.release(handle, 0)
+
+    # -- any side -------------------------------------------------------------------
+
+    def _segment(self, handle: Handle) -> _Segment:
+        segment = self._mapped.get(handle.segment)
+        if segment is None:
+            with self._lock:
+                segment = self._mapped.get(handle.segment)
+                if segment is None:
+                    buf, closer = _attach(handle.segment)
+                    segment = _Segment(handle.segment, handle.nslots, handle.slot_bytes, buf,
+                                       closer)
+                    self._mapped[handle.segment] = segment
+        return segment
+
+    def view(self, handle: Handle) -> np.ndarray:
+        """A read-only view of the array behind ``handle`` (no copy)."""
+        array = self._segment(handle).array(handle.slot, handle.shape, handle.dtype)
+        array.flags.writeable = False
+        return array
+
+    def lease(self, handle: Handle, edge: int) -> None:
+        self._segment(handle).flags[handle.slot, edge] = 1
+
+    def release(self, handle: Handle, edge: int) -> None:
+        segment = self._mapped.get(handle.segment)
+        if segment is not None and segment.flags is not None:
+            segment.flags[handle.slot, edge] = 0
+
+    def lease_frame(self, handles: tuple[Handle, ...], edge: int) -> Callable[[], None]:
+        """Hold every slot of a frame for ``edge``; return the matching release."""
+        for handle in handles:
+            self.lease(handle, edge)
+
+        def release() -> None:
+            for handle in handles:
+                self.release(handle, edge)
+
+        return release
+
+    def in_use(self) -> int:
+        """Slots of this worker's own segments that are still held (for tests)."""
+        with self._lock:
+            return sum(int(s.flags.any(axis=1).sum()) for group in self._owned.values()
+                       for s in group)
+
+    def close(self) -> None:
+        """Unmap everything. Owned segments are unlinked by the run's owner, not here."""
+        with self._lock:
+            for segment in self._mapped.values():
+                segment.close()
+            self._mapped.clear()
+            self._owned.clear()
+            self._shms.clear()
+
+
+def unlink(name: str, *, tracked: bool = True) -> bool:
+    """Remove a segment by name; True if it existed.
+
+    Every worker's segments are registered with the run owner's resource
+    tracker when created (spawned workers share it), so that a run owner killed
+    with SIGKILL still has its segments removed. The owner unregisters them
+    here, once, after unlinking.
+    """
+    if tracked:
+        try:
+            resource_tracker.unregister("/" + name if not name.startswith("/") else name,
+                                        "shared_memory")
+        except Exception:  # the tracker is gone: nothing to tell it
+            pass
+    try:
+        from _posixshmem import shm_unlink  # type: ignore[import-not-found]
+
+        shm_unlink("/" + name)
+    except FileNotFoundError:
+        return False
+    except ImportError:  # pragma: no cover - non-POSIX
+        try:
+            os.unlink(os.path.join("/dev/shm", name))
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def sweep(prefix: str) -> list[str]:
+    """Unlink every segment whose name starts with ``prefix`` (Linux: lists /dev/shm)."""
+    removed = []
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(prefix) and unlink(name):
+            removed.append(name)
+    return removed
