@@ -132,7 +132,8 @@ class LocalExecutor(Executor):
             node = plan.nodes[name]
             self.recorders[name] = StatsRecorder(name, node.kind)
             if node.kind in ("stage", "sink"):
-                self.inboxes[name] = Inbox(name, node.options, self.recorders[name])
+                self.inboxes[name] = Inbox(name, node.options, self.recorders[name],
+                                           ordered=plan.mode == "offline")
         for edge in plan.edges:
             self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream,
                                                    self._policy(edge.policy))

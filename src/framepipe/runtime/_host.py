@@ -94,7 +94,8 @@ class Host:
             self.recorders[node.name] = StatsRecorder(node.name, node.kind)
             if node.kind in ("stage", "sink"):
                 self.inboxes[node.name] = Inbox(node.name, node.options,
-                                                self.recorders[node.name])
+                                                self.recorders[node.name],
+                                                ordered=spec.mode == "offline")
         for edge in spec.edges:
             if self.here(edge.downstream):
                 self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream, edge.policy)

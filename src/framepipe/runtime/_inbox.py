@@ -14,7 +14,10 @@ Joins, for nodes with several inputs:
   the results that did arrive.
 - ``latest``: the first input drives; each of its frames is processed with the
   newest result of every other input attached (slow detections carried onto a
-  fast video branch).
+  fast video branch): the newest from a frame of the same source that is not
+  newer than the frame being processed. In offline mode a frame waits until
+  every other input has passed it, so the attached results are the same in
+  every run.
 """
 
 from __future__ import annotations
@@ -84,8 +87,10 @@ class _Edge:
 class Inbox:
     """The bounded, thread-safe inbox of one node. See the module docstring."""
 
-    def __init__(self, node: str, options: NodeOptions, recorder: StatsRecorder) -> None:
+    def __init__(self, node: str, options: NodeOptions, recorder: StatsRecorder, *,
+                 ordered: bool = False) -> None:
         self.node = node
+        self.ordered = ordered  # offline: joins wait for their inputs instead of guessing
         self.options = options
         self.recorder = recorder
         self._edges: dict[int, _Edge] = {}
@@ -97,7 +102,8 @@ class Inbox:
         self._window = WindowSampler(*options.window) if options.window else None
         self._pending: dict[tuple[str, int], dict[int, Ticket]] = {}
         self._passed: dict[int, dict[str, int]] = {}
-        self._latest: dict[str, Any] = {}
+        self._history: dict[str, deque[tuple[str, int, Any]]] = {}
+        self._held: deque[Any] = deque()  # latest join, offline: primary entries waiting
 
     # -- edges ---------------------------------------------------------------
 
@@ -135,6 +141,10 @@ class Inbox:
                 for ticket in tickets.values():
                     ticket.unref()
             self._pending.clear()
+            while self._held:
+                entry = self._held.popleft()
+                for ticket in entry if isinstance(entry, list) else (entry,):
+                    ticket.unref()
             if self._window is not None:
                 for held in self._window.held.values():
                     for ticket in held:
@@ -218,12 +228,42 @@ class Inbox:
             edge.credit(1)
 
     def _keep_latest(self, edge: _Edge, ticket: Ticket) -> None:
-        value = ticket.frame.results.get(edge.upstream)
+        frame = ticket.frame
+        value = frame.results.get(edge.upstream)
         if isinstance(value, np.ndarray):
             value = value.copy()  # the frame's memory goes back to its owner below
         if value is not None:
-            self._latest[edge.upstream] = value
+            history = self._history.setdefault(edge.upstream, deque(maxlen=MERGE_PENDING_LIMIT))
+            history.append((frame.source, frame.index, value))
+        for edge_id, known in self._edges.items():
+            if known is edge:
+                self._passed[edge_id][frame.source] = frame.index
         self._give_back(edge, ticket)
+        self._cond.notify_all()
+
+    def _attach_latest(self, frame: Frame) -> dict[str, Any]:
+        """The newest result of each other input for ``frame`` (never from a later frame)."""
+        attached: dict[str, Any] = {}
+        for upstream, history in self._history.items():
+            chosen, same_source = None, False
+            for source, index, value in reversed(history):
+                if source == frame.source:
+                    same_source = True
+                    if index <= frame.index:
+                        chosen = value
+                        break
+            if not same_source and history:
+                chosen = history[-1][2]  # an input fed by other sources: its newest
+            if chosen is not None:
+                attached[upstream] = chosen
+        return attached
+
+    def _secondaries_passed(self, frame: Frame) -> bool:
+        for edge_id in self._order[1:]:
+            edge = self._edges[edge_id]
+            if not edge.ended and self._passed[edge_id].get(frame.source, -1) < frame.index:
+                return False
+        return True
 
     # -- the worker --------------------------------------------------------------
 
@@ -257,7 +297,7 @@ class Inbox:
             return False
         if self.options.join == "latest":
             primary = self._edges[self._order[0]]
-            return primary.ended and not primary.entries
+            return primary.ended and not primary.entries and not self._held
         return all(e.ended and not e.entries for e in self._edges.values()) \
             and not self._pending
 
@@ -282,17 +322,7 @@ class Inbox:
         if join == "merge":
             return self._next_merged()
         if join == "latest":
-            primary = self._order[0]
-            if not self._edges[primary].entries:
-                return None
-            item = self._item(self._pop(primary), primary)
-            if self._latest:
-                frame = item.frame
-                merged = {**self._latest, **frame.results}
-                item.frame = _with_results(frame, merged)
-                if item.payload is frame:
-                    item.payload = item.frame
-            return item
+            return self._next_latest()
         best, best_seq = -1, 0
         for edge_id in self._order:
             entries = self._edges[edge_id].entries
@@ -301,6 +331,31 @@ class Inbox:
         if best < 0:
             return None
         return self._item(self._pop(best), best)
+
+    def _next_latest(self) -> WorkItem | None:
+        primary = self._order[0]
+        if not self.ordered:
+            if not self._edges[primary].entries:
+                return None
+            entry = self._pop(primary)
+        else:
+            while self._edges[primary].entries:  # free the edge's credit while waiting
+                self._held.append(self._pop(primary))
+            if not self._held:
+                return None
+            head = self._held[0]
+            newest = head[-1].frame if isinstance(head, list) else head.frame
+            if not self._secondaries_passed(newest) and len(self._held) <= MERGE_PENDING_LIMIT:
+                return None
+            entry = self._held.popleft()
+        item = self._item(entry, primary)
+        attached = self._attach_latest(item.frame)
+        if attached:
+            frame = item.frame
+            item.frame = _with_results(frame, {**attached, **frame.results})
+            if item.payload is frame:
+                item.payload = item.frame
+        return item
 
     def _item(self, entry: Any, edge_id: int) -> WorkItem:
         now = time.monotonic()

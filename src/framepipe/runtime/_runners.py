@@ -128,7 +128,7 @@ class SourceRunner:
             self._fail(exc, "failed while reading")
             return False
         image, pts = captured
-        timestamp = time.time()
+        read_time = time.perf_counter() - began
         handle = self._outstanding.pop(id(image), None)
         self._release_outstanding()
         if not self.source.seekable and pts < self.start:
@@ -138,6 +138,9 @@ class SourceRunner:
             self.recorder.drop("late")
             self._drop_unused(handle)
             return True
+        # A paced file frame is "captured" when it is released, not when it was decoded ahead.
+        timestamp = time.time()
+        began = time.perf_counter() - read_time  # latency counts reading and delivery, not pacing
         frame = self._frame(image, pts, timestamp, handle)
         for outlet in self.outlets:
             outlet.deliver(frame)

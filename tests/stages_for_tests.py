@@ -1,0 +1,123 @@
+"""Stages used by the behaviour tests; importable so spawned workers can load them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import framepipe as fp
+
+
+class Sleepy(fp.Stage):
+    """Sleeps ``seconds`` per frame; returns the frame's index."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def process(self, frame: fp.Frame) -> int:
+        time.sleep(self.seconds)
+        return frame.index
+
+
+class Spin(fp.Stage):
+    """Pure-Python CPU work for ``seconds`` per frame (holds the GIL)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def process(self, frame: fp.Frame) -> int:
+        deadline = time.perf_counter() + self.seconds
+        n = 0
+        while time.perf_counter() < deadline:
+            n += 1
+        return frame.index
+
+
+class FailOn(fp.Stage):
+    """Raises on the frame indices given; counts setups (visible through results)."""
+
+    def __init__(self, indices: set[int], delay: float = 0.0) -> None:
+        self.indices = set(indices)
+        self.delay = delay
+        self.setups = 0
+
+    def setup(self) -> None:
+        self.setups += 1
+
+    def process(self, frame: fp.Frame) -> Any:
+        if self.delay:
+            time.sleep(self.delay)
+        if frame.index in self.indices:
+            raise ValueError(f"bad frame {frame.index}")
+        return {"index": frame.index, "setups": self.setups}
+
+
+class KillSelf(fp.Stage):
+    """Kills its own worker process with SIGKILL on the given frame."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def process(self, frame: fp.Frame) -> int:
+        if frame.index == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return frame.index
+
+
+class RecordTeardown(fp.Stage):
+    """Writes a marker file in teardown(), to prove it ran in the worker."""
+
+    def __init__(self, path: str, fail_at: int | None = None) -> None:
+        self.path, self.fail_at = path, fail_at
+
+    def process(self, frame: fp.Frame) -> int:
+        if frame.index == self.fail_at:
+            raise RuntimeError("boom")
+        return frame.index
+
+    def teardown(self) -> None:
+        with open(self.path, "w") as fh:
+            fh.write("teardown")
+
+
+class Gate(fp.Stage):
+    """Blocks until a file exists (lets a test hold a stage busy across processes)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, frame: fp.Frame) -> int:
+        while not os.path.exists(self.path):
+            time.sleep(0.01)
+        return frame.index
+
+
+def index_of(frame: fp.Frame) -> int:
+    return frame.index
+
+
+def mean_of(frame: fp.Frame) -> float:
+    return float(frame.image.mean())
+
+
+_lock = threading.Lock()
+
+
+class MarkerSink(fp.sinks.Sink):
+    """Appends one line per frame (flushed) and 'closed' when close() runs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def open(self) -> None:
+        self.fh = open(self.path, "a", buffering=1)
+
+    def write(self, frame: fp.Frame) -> None:
+        self.fh.write(f"{frame.index}\n")
+
+    def close(self) -> None:
+        self.fh.write("closed\n")
+        self.fh.close()

@@ -1,0 +1,125 @@
+"""Ctrl-C, SIGTERM and SIGKILL: outputs finalized, no shared memory, no processes left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def shm_names() -> set[str]:
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith("fp_")}
+    except FileNotFoundError:
+        return set()
+
+
+class Program:
+    """The pipeline script in its own session (so Ctrl-C can go to its whole group)."""
+
+    def __init__(self, executor: str, marker: Path) -> None:
+        self.before = shm_names()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get(
+            "PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "pipeline_script.py"), executor, str(marker)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if line.strip() != "running":
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            pytest.fail(f"pipeline did not start: {line!r} {err[-2000:]}")
+        self.family = [self.proc.pid] + [
+            c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def assert_nothing_left(self) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            alive = [p for p in self.family if _alive(p)]
+            leaked = (shm_names() - self.before)
+            if not alive and not leaked:
+                return
+            time.sleep(0.1)
+        assert not alive, f"processes left behind: {alive}"
+        assert not leaked, f"shared memory left behind: {leaked}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture(params=["threads", "processes"])
+def program(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Program, Path]]:
+    marker = tmp_path / "out.txt"
+    prog = Program(request.param, marker)
+    yield prog, marker
+    if prog.proc.poll() is None:
+        os.killpg(prog.proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_cleanly(program: tuple[Program, Path]) -> None:
+    prog, marker = program
+    if len(prog.family) > 1:
+        assert len(prog.family) >= 4  # a worker per node, under processes
+    os.killpg(prog.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert prog.wait() == 130
+    lines = marker.read_text().splitlines()
+    assert lines[-1] == "closed" and len(lines) > 10
+    prog.assert_nothing_left()
+
+
+def test_sigterm_stops_cleanly(program: tuple[Program, Path]) -> None:
+    prog, marker = program
+    os.kill(prog.proc.pid, signal.SIGTERM)
+    assert prog.wait() == 143
+    assert marker.read_text().splitlines()[-1] == "closed"
+    prog.assert_nothing_left()
+
+
+def test_sigkill_of_a_worker_is_reported_and_cleaned_up(tmp_path: Path) -> None:
+    marker = tmp_path / "out.txt"
+    prog = Program("processes", marker)
+    workers = [p for p in psutil.Process(prog.proc.pid).children()
+               if "spawn_main" in " ".join(_cmd(p))]
+    assert len(workers) == 4  # cam, fast, slow, out
+    workers[1].send_signal(signal.SIGKILL)
+    out, err = prog.proc.communicate(timeout=40)
+    assert prog.proc.returncode == 3, err[-3000:]
+    assert "worker process was killed by signal 9" in out
+    assert marker.read_text().splitlines()[-1] == "closed"
+    prog.assert_nothing_left()
+
+
+def test_sigkill_of_the_parent_leaves_nothing(tmp_path: Path) -> None:
+    prog = Program("processes", tmp_path / "out.txt")
+    os.kill(prog.proc.pid, signal.SIGKILL)
+    prog.proc.wait(10)
+    prog.family.remove(prog.proc.pid)
+    prog.assert_nothing_left()
+
+
+def _cmd(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
