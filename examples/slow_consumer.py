@@ -36,5 +36,7 @@ if __name__ == "__main__":
     run = pipe.run(mode="realtime", executor="processes", duration=6)
     print(run.stats)
     fast, slow = run.stats["preview"], run.stats["slow"]
-    print(f"\npreview: {fast.fps:.1f} fps; slow: {slow.processed} frames, "
-          f"frame age when it started p50 {slow.age_ms['p50']:.0f} ms")
+    print(
+        f"\npreview: {fast.fps:.1f} fps; slow: {slow.processed} frames, "
+        f"frame age when it started p50 {slow.age_ms['p50']:.0f} ms"
+    )

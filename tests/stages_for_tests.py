@@ -113,7 +113,7 @@ class MarkerSink(fp.sinks.Sink):
         self.path = path
 
     def open(self) -> None:
-        self.fh = open(self.path, "a", buffering=1)
+        self.fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
 
     def write(self, frame: fp.Frame) -> None:
         self.fh.write(f"{frame.index}\n")

@@ -61,8 +61,13 @@ def test_failure_while_upstream_is_blocked_still_returns(executor: str) -> None:
     producer is blocked on its full queue. run() must return, with the error."""
     pipe = fp.Pipeline()
     cam = pipe.source("cam", fp.sources.Synthetic(width=320, height=240, fps=30, frames=10_000))
-    bad = pipe.stage("slow_then_fail", FailOn({12}, delay=0.02), after=cam,
-                     policy=fp.Queue(2, "block"), on_error="stop")
+    bad = pipe.stage(
+        "slow_then_fail",
+        FailOn({12}, delay=0.02),
+        after=cam,
+        policy=fp.Queue(2, "block"),
+        on_error="stop",
+    )
     pipe.sink("out", fp.sinks.Collect(), after=bad)
     began = time.monotonic()
     with pytest.raises(fp.StageError, match="'slow_then_fail'"):

@@ -80,12 +80,12 @@ def test_bad_options_name_the_node(options: dict, message: str) -> None:
 
 def test_wrong_object_types() -> None:
     pipe = fp.Pipeline()
-    with pytest.raises(fp.GraphError, match="source 'cam': expected an fp.sources.Source"):
+    with pytest.raises(fp.GraphError, match=r"source 'cam': expected an fp\.sources\.Source"):
         pipe.source("cam", "video.mp4")  # type: ignore[arg-type]
     cam = pipe.source("cam", synthetic())
     with pytest.raises(fp.GraphError, match="stage 'x': expected a callable"):
         pipe.stage("x", 42, after=cam)  # type: ignore[arg-type]
-    with pytest.raises(fp.GraphError, match="sink 'y': expected an fp.sinks.Sink"):
+    with pytest.raises(fp.GraphError, match=r"sink 'y': expected an fp\.sinks\.Sink"):
         pipe.sink("y", print, after=cam)  # type: ignore[arg-type]
 
 

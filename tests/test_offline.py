@@ -34,8 +34,9 @@ def test_results_are_identical_across_executors() -> None:
         pipe = fp.Pipeline()
         cam = pipe.source("cam", synthetic(90))
         mean = pipe.stage("mean", mean_of, after=cam, fps=10)
-        window = pipe.stage("window", lambda frames: [f.index for f in frames], after=cam,
-                            window=(3, 2))
+        window = pipe.stage(
+            "window", lambda frames: [f.index for f in frames], after=cam, window=(3, 2)
+        )
         collect = fp.sinks.Collect()
         pipe.sink("out", collect, after=[mean, window])
         return pipe, collect
@@ -72,7 +73,11 @@ def test_window_gives_lists_of_frames(executor: str) -> None:
     pipe.run(mode="offline", executor=executor)
     # samples 0,3,6,9,12,15,18; a window once four are held, sliding by one sample
     assert list(collect.results["win"].values()) == [
-        [0, 3, 6, 9], [3, 6, 9, 12], [6, 9, 12, 15], [9, 12, 15, 18]]
+        [0, 3, 6, 9],
+        [3, 6, 9, 12],
+        [6, 9, 12, 15],
+        [9, 12, 15, 18],
+    ]
 
 
 def test_none_passes_nothing_on(executor: str) -> None:
@@ -113,8 +118,12 @@ def test_merge_join_combines_results_of_the_same_frame(executor: str) -> None:
     cam = pipe.source("cam", synthetic(30))
     every = pipe.stage("every", index_of, after=cam)
     some = pipe.stage("some", lambda f: -f.index, after=cam, fps=10)
-    both = pipe.stage("both", lambda f: (f.results.get("every"), f.results.get("some")),
-                      after=[every, some], join="merge")
+    both = pipe.stage(
+        "both",
+        lambda f: (f.results.get("every"), f.results.get("some")),
+        after=[every, some],
+        join="merge",
+    )
     collect = fp.sinks.Collect()
     pipe.sink("out", collect, after=both)
     pipe.run(mode="offline", executor=executor)
@@ -173,8 +182,11 @@ def test_array_results_cross_processes(executor: str) -> None:
     pipe = fp.Pipeline()
     cam = pipe.source("cam", fp.sources.Synthetic(width=320, height=240, fps=30, frames=8))
     inverted = pipe.stage("invert", lambda f: 255 - f.image, after=cam)
-    check = pipe.stage("check", lambda f: int((f.results["invert"].astype(int)
-                                                + f.image.astype(int)).min()), after=inverted)
+    check = pipe.stage(
+        "check",
+        lambda f: int((f.results["invert"].astype(int) + f.image.astype(int)).min()),
+        after=inverted,
+    )
     collect = fp.sinks.Collect()
     pipe.sink("out", collect, after=check)
     pipe.run(mode="offline", executor=executor)
@@ -213,8 +225,9 @@ def test_generator_and_still_image_sources(executor: str, tmp_path) -> None:  # 
     still = tmp_path / "still.png"
     cv2.imwrite(str(still), np.full((32, 48, 3), 200, np.uint8))
     pipe = fp.Pipeline()
-    gen = pipe.source("gen", fp.sources.Generator(
-        [np.full((16, 16, 3), i, np.uint8) for i in range(5)], fps=10))
+    gen = pipe.source(
+        "gen", fp.sources.Generator([np.full((16, 16, 3), i, np.uint8) for i in range(5)], fps=10)
+    )
     img = pipe.source("img", fp.sources.StillImage(still, fps=10, frames=4))
     a = pipe.stage("a", lambda f: (f.source, int(f.image[0, 0, 0]), f.shape), after=[gen, img])
     collect = fp.sinks.Collect()
@@ -222,6 +235,8 @@ def test_generator_and_still_image_sources(executor: str, tmp_path) -> None:  # 
     pipe.run(mode="offline", executor=executor)
     results = collect.results["a"]
     assert {k: v for k, v in results.items() if k[0] == "gen"} == {
-        ("gen", i): ("gen", i, (16, 16)) for i in range(5)}
+        ("gen", i): ("gen", i, (16, 16)) for i in range(5)
+    }
     assert {k: v for k, v in results.items() if k[0] == "img"} == {
-        ("img", i): ("img", 200, (32, 48)) for i in range(4)}
+        ("img", i): ("img", 200, (32, 48)) for i in range(4)
+    }

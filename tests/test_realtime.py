@@ -61,8 +61,9 @@ def test_max_age_drops_stale_frames(executor: str) -> None:
         pytest.skip("inline: frames never wait behind another thread")
     pipe = fp.Pipeline()
     cam = pipe.source("cam", fp.sources.Synthetic(width=64, height=48, fps=50))
-    slow = pipe.stage("slow", Sleepy(0.2), after=cam, policy=fp.Queue(10, "drop_newest"),
-                      max_age=100)
+    slow = pipe.stage(
+        "slow", Sleepy(0.2), after=cam, policy=fp.Queue(10, "drop_newest"), max_age=100
+    )
     pipe.sink("out", fp.sinks.Collect(), after=slow)
     run = pipe.run(mode="realtime", executor=executor, duration=2.5)
     stats = run.stats["slow"]

@@ -28,19 +28,26 @@ class Program:
 
     def __init__(self, executor: str, marker: Path) -> None:
         self.before = shm_names()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get(
-            "PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        }
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "pipeline_script.py"), executor, str(marker)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            start_new_session=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if line.strip() != "running":
             self.proc.kill()
             _, err = self.proc.communicate(timeout=10)
             pytest.fail(f"pipeline did not start: {line!r} {err[-2000:]}")
         self.family = [self.proc.pid] + [
-            c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+            c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)
+        ]
 
     def wait(self, timeout: float = 30) -> int:
         try:
@@ -53,7 +60,7 @@ class Program:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             alive = [p for p in self.family if _alive(p)]
-            leaked = (shm_names() - self.before)
+            leaked = shm_names() - self.before
             if not alive and not leaked:
                 return
             time.sleep(0.1)
@@ -99,8 +106,9 @@ def test_sigterm_stops_cleanly(program: tuple[Program, Path]) -> None:
 def test_sigkill_of_a_worker_is_reported_and_cleaned_up(tmp_path: Path) -> None:
     marker = tmp_path / "out.txt"
     prog = Program("processes", marker)
-    workers = [p for p in psutil.Process(prog.proc.pid).children()
-               if "spawn_main" in " ".join(_cmd(p))]
+    workers = [
+        p for p in psutil.Process(prog.proc.pid).children() if "spawn_main" in " ".join(_cmd(p))
+    ]
     assert len(workers) == 4  # cam, fast, slow, out
     workers[1].send_signal(signal.SIGKILL)
     out, err = prog.proc.communicate(timeout=40)

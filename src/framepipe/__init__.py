@@ -5,7 +5,9 @@ policy, running inline, in threads, or in separate processes with frames in
 shared memory.
 """
 
-from . import sinks, sources, stages
+from typing import TYPE_CHECKING, Any
+
+from . import sinks, sources
 from ._errors import (
     ConfigError,
     FramepipeError,
@@ -23,7 +25,20 @@ from ._run import Run
 from ._stage import Stage, StageContext
 from .stats import NodeStats, RunStats
 
+if TYPE_CHECKING:
+    from . import stages
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The vision stages pull in supervision, scipy and onnxruntime: load them on
+    # first use, so worker processes that never run a vision stage start fast.
+    if name == "stages":
+        import importlib
+
+        return importlib.import_module(".stages", __name__)
+    raise AttributeError(f"module 'framepipe' has no attribute {name!r}")
 
 __all__ = [
     "ConfigError",

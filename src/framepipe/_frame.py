@@ -41,14 +41,18 @@ class Frame:
 
     @property
     def display_image(self) -> np.ndarray:
-        """The image to show or record: the newest annotated image among the results, else ``image``.
+        """What to show or record: the newest annotated image among the results, else ``image``.
 
         An annotated image is any result that is an ``H x W x 3`` ``uint8`` array
         (what ``fp.stages.Annotate`` returns). Video and web sinks show this.
         """
         for value in reversed(self.results.values()):
-            if isinstance(value, np.ndarray) and value.ndim == 3 and value.dtype == np.uint8 \
-                    and value.shape[2] == 3:
+            if (
+                isinstance(value, np.ndarray)
+                and value.ndim == 3
+                and value.dtype == np.uint8
+                and value.shape[2] == 3
+            ):
                 return value
         return self.image
 

@@ -86,15 +86,19 @@ class Plan:
             if node.options.fps:
                 info["fps"] = round(node.options.fps, 3)
             nodes.append(info)
-        return {"mode": self.mode, "nodes": nodes,
-                "edges": [{"from": e.upstream, "to": e.downstream} for e in self.edges]}
+        return {
+            "mode": self.mode,
+            "nodes": nodes,
+            "edges": [{"from": e.upstream, "to": e.downstream} for e in self.edges],
+        }
 
 
 def edge_policy(node: Node, mode: str) -> Queue:
     """The queue on each input edge of ``node`` for this mode."""
     if mode == "offline":
-        return node.options.policy if node.options.policy and node.options.policy.lossless \
-            else BLOCK
+        return (
+            node.options.policy if node.options.policy and node.options.policy.lossless else BLOCK
+        )
     if node.options.policy is not None:
         return node.options.policy
     return SINK_DEFAULT if node.kind == "sink" else LATEST
@@ -139,8 +143,10 @@ class Pipeline:
         """Add a source node: where frames enter the pipeline."""
         self._check_name(name)
         if not isinstance(source, Source):
-            raise GraphError(f"source {name!r}: expected an fp.sources.Source "
-                             f"(e.g. fp.sources.VideoFile(path)), got {type(source).__name__}")
+            raise GraphError(
+                f"source {name!r}: expected an fp.sources.Source "
+                f"(e.g. fp.sources.VideoFile(path)), got {type(source).__name__}"
+            )
         return self._add(Node(self, name, "source", source))
 
     def input(self, name: str = "input") -> Node:
@@ -148,8 +154,13 @@ class Pipeline:
         self._check_name(name)
         return self._add(Node(self, name, "input", None))
 
-    def stage(self, name: str, stage: Stage | Callable[[Any], Any] | Pipeline,
-              after: Node | str | Sequence[Node | str], **options: Any) -> Node:
+    def stage(
+        self,
+        name: str,
+        stage: Stage | Callable[[Any], Any] | Pipeline,
+        after: Node | str | Sequence[Node | str],
+        **options: Any,
+    ) -> Node:
         """Add a stage: a callable ``fn(frame) -> value``, an ``fp.Stage``, or a nested Pipeline."""
         self._check_name(name)
         if isinstance(stage, Pipeline):
@@ -158,21 +169,30 @@ class Pipeline:
             stage = NestedPipeline(stage)
         elif not isinstance(stage, Stage):
             if not callable(stage):
-                raise GraphError(f"stage {name!r}: expected a callable fn(frame) or an "
-                                 f"fp.Stage, got {type(stage).__name__}")
+                raise GraphError(
+                    f"stage {name!r}: expected a callable fn(frame) or an "
+                    f"fp.Stage, got {type(stage).__name__}"
+                )
             stage = FunctionStage(stage)
-        return self._add(Node(self, name, "stage", stage, self._inputs(name, after),
-                              self._options(name, options)))
+        return self._add(
+            Node(
+                self, name, "stage", stage, self._inputs(name, after), self._options(name, options)
+            )
+        )
 
-    def sink(self, name: str, sink: Sink, after: Node | str | Sequence[Node | str],
-             **options: Any) -> Node:
+    def sink(
+        self, name: str, sink: Sink, after: Node | str | Sequence[Node | str], **options: Any
+    ) -> Node:
         """Add a sink: where results leave the pipeline."""
         self._check_name(name)
         if not isinstance(sink, Sink):
-            raise GraphError(f"sink {name!r}: expected an fp.sinks.Sink "
-                             f"(e.g. fp.sinks.Collect()), got {type(sink).__name__}")
-        return self._add(Node(self, name, "sink", sink, self._inputs(name, after),
-                              self._options(name, options)))
+            raise GraphError(
+                f"sink {name!r}: expected an fp.sinks.Sink "
+                f"(e.g. fp.sinks.Collect()), got {type(sink).__name__}"
+            )
+        return self._add(
+            Node(self, name, "sink", sink, self._inputs(name, after), self._options(name, options))
+        )
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -197,14 +217,16 @@ class Pipeline:
         for item in items:
             if isinstance(item, Node):
                 if item.pipeline is not self:
-                    raise GraphError(f"node {name!r}: input {item.name!r} belongs to another "
-                                     f"pipeline")
+                    raise GraphError(
+                        f"node {name!r}: input {item.name!r} belongs to another pipeline"
+                    )
                 names.append(item.name)
             elif isinstance(item, str):
                 names.append(item)
             else:
-                raise GraphError(f"node {name!r}: after= takes nodes or node names, "
-                                 f"got {type(item).__name__}")
+                raise GraphError(
+                    f"node {name!r}: after= takes nodes or node names, got {type(item).__name__}"
+                )
         if not names:
             raise GraphError(f"node {name!r} has no input: after= is empty")
         if len(set(names)) != len(names):
@@ -215,8 +237,9 @@ class Pipeline:
         known = {"fps", "interval", "window", "policy", "max_age", "on_error", "join", "executor"}
         unknown = set(options) - known
         if unknown:
-            raise GraphError(f"node {name!r}: unknown option(s) {sorted(unknown)}; "
-                             f"known: {sorted(known)}")
+            raise GraphError(
+                f"node {name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
         return NodeOptions.build(name, **options)
 
     # -- planning ---------------------------------------------------------------
@@ -231,11 +254,14 @@ class Pipeline:
         for node in nodes.values():
             for upstream in node.inputs:
                 if upstream not in nodes:
-                    raise GraphError(f"node {node.name!r}: unknown input {upstream!r}; "
-                                     f"known nodes: {sorted(nodes)}")
+                    raise GraphError(
+                        f"node {node.name!r}: unknown input {upstream!r}; "
+                        f"known nodes: {sorted(nodes)}"
+                    )
                 if nodes[upstream].kind == "sink":
-                    raise GraphError(f"node {node.name!r}: input {upstream!r} is a sink; "
-                                     f"sinks have no output")
+                    raise GraphError(
+                        f"node {node.name!r}: input {upstream!r} is a sink; sinks have no output"
+                    )
         order = _topological(nodes)
         edges: list[Edge] = []
         next_id = 1  # 0 is the owner's own hold on a shared-memory slot
@@ -248,9 +274,15 @@ class Pipeline:
 
     # -- running ----------------------------------------------------------------
 
-    def start(self, mode: str = "auto", executor: str = "threads", *,
-              duration: float | None = None, start: float = 0.0,
-              stop_timeout: float = 10.0) -> Run:
+    def start(
+        self,
+        mode: str = "auto",
+        executor: str = "threads",
+        *,
+        duration: float | None = None,
+        start: float = 0.0,
+        stop_timeout: float = 10.0,
+    ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
         ``mode="auto"`` picks ``"realtime"`` when any source is live (camera,
@@ -260,8 +292,9 @@ class Pipeline:
         from ._run import Run
 
         if mode == "auto":
-            live = any(n.kind == "source" and getattr(n.obj, "live", False)
-                       for n in self._nodes.values())
+            live = any(
+                n.kind == "source" and getattr(n.obj, "live", False) for n in self._nodes.values()
+            )
             mode = "realtime" if live else "offline"
         if executor not in EXECUTORS:
             raise GraphError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -275,9 +308,15 @@ class Pipeline:
         self._run.start()
         return self._run
 
-    def run(self, mode: str = "auto", executor: str = "threads", *,
-            duration: float | None = None, start: float = 0.0,
-            stop_timeout: float = 10.0) -> Run:
+    def run(
+        self,
+        mode: str = "auto",
+        executor: str = "threads",
+        *,
+        duration: float | None = None,
+        start: float = 0.0,
+        stop_timeout: float = 10.0,
+    ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
 
         Raises ``StageError`` (or ``SourceError``/``SinkError``/``WorkerError``)
@@ -285,8 +324,7 @@ class Pipeline:
         dies. On Ctrl-C or SIGTERM the run stops cleanly (outputs flushed, no
         shared memory or processes left) and the interruption is re-raised.
         """
-        run = self.start(mode, executor, duration=duration, start=start,
-                         stop_timeout=stop_timeout)
+        run = self.start(mode, executor, duration=duration, start=start, stop_timeout=stop_timeout)
         run.join()
         return run
 
@@ -301,8 +339,9 @@ class Pipeline:
 
         return self._run.stats if self._run is not None else RunStats()
 
-    def add_source(self, name: str, source: Source,
-                   to: Node | str | Sequence[Node | str] | None = None) -> Node:
+    def add_source(
+        self, name: str, source: Source, to: Node | str | Sequence[Node | str] | None = None
+    ) -> Node:
         """Add a source to the running pipeline (or to the graph when not running).
 
         ``to`` names the nodes it feeds; by default the nodes fed by the
@@ -319,8 +358,7 @@ class Pipeline:
         for target in targets:
             if target not in self._nodes or self._nodes[target].kind not in ("stage", "sink"):
                 del self._nodes[name]
-                raise GraphError(f"source {name!r}: to= must name stages or sinks, "
-                                 f"got {target!r}")
+                raise GraphError(f"source {name!r}: to= must name stages or sinks, got {target!r}")
         for target in targets:
             self._nodes[target].inputs.append(name)
         if self._run is not None and self._run.running:
@@ -331,8 +369,10 @@ class Pipeline:
         """Stop and remove a source; nodes it fed go on with their other inputs."""
         node = self._nodes.get(name)
         if node is None or node.kind != "source":
-            raise GraphError(f"no source named {name!r}; sources: "
-                             f"{sorted(n.name for n in self._nodes.values() if n.kind == 'source')}")
+            raise GraphError(
+                f"no source named {name!r}; sources: "
+                f"{sorted(n.name for n in self._nodes.values() if n.kind == 'source')}"
+            )
         if self._run is not None and self._run.running:
             self._run.remove_source(name)
         del self._nodes[name]

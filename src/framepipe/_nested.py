@@ -33,23 +33,38 @@ class NestedPipeline(Stage):
         nodes = pipeline.nodes
         kinds = {n.kind for n in nodes.values()}
         if kinds - {"input", "stage"}:
-            raise GraphError(f"pipeline {pipeline.name!r} nested as a stage may only have an "
-                             f"input() and stages, not {sorted(kinds - {'input', 'stage'})}")
+            raise GraphError(
+                f"pipeline {pipeline.name!r} nested as a stage may only have an "
+                f"input() and stages, not {sorted(kinds - {'input', 'stage'})}"
+            )
         inputs = [n.name for n in nodes.values() if n.kind == "input"]
         if len(inputs) != 1:
-            raise GraphError(f"pipeline {pipeline.name!r} nested as a stage needs exactly one "
-                             f"input(), has {len(inputs)}")
+            raise GraphError(
+                f"pipeline {pipeline.name!r} nested as a stage needs exactly one "
+                f"input(), has {len(inputs)}"
+            )
         plan = pipeline.plan("offline")
         self.name = pipeline.name
-        self.steps = [(name, plan.nodes[name].obj, list(plan.nodes[name].inputs),
-                       plan.nodes[name].options.fps) for name in plan.order if name not in inputs]
+        self.steps = [
+            (
+                name,
+                plan.nodes[name].obj,
+                list(plan.nodes[name].inputs),
+                plan.nodes[name].options.fps,
+            )
+            for name in plan.order
+            if name not in inputs
+        ]
         self.input = inputs[0]
 
     def setup(self) -> None:
         self.rates = {name: RateSelector(fps) for name, _, _, fps in self.steps if fps}
         for name, stage, _, _ in self.steps:
-            stage.context = StageContext(name=f"{self.context.name}.{name}",
-                                         mode=self.context.mode, logger=self.context.logger)
+            stage.context = StageContext(
+                name=f"{self.context.name}.{name}",
+                mode=self.context.mode,
+                logger=self.context.logger,
+            )
             stage.setup()
 
     def process(self, frame: Frame) -> Any:
@@ -65,13 +80,20 @@ class NestedPipeline(Stage):
             results: dict[str, Any] = {}
             for f in upstream:
                 results.update(f.results)
-            current = Frame(frame.image, frame.index, frame.pts, frame.timestamp, frame.source,
-                            results)
+            current = Frame(
+                frame.image, frame.index, frame.pts, frame.timestamp, frame.source, results
+            )
             value = stage.process(current)
             if value is not None:
                 out[name] = value
-                produced[name] = Frame(frame.image, frame.index, frame.pts, frame.timestamp,
-                                       frame.source, {**results, name: value})
+                produced[name] = Frame(
+                    frame.image,
+                    frame.index,
+                    frame.pts,
+                    frame.timestamp,
+                    frame.source,
+                    {**results, name: value},
+                )
         return out or None
 
     def teardown(self) -> None:

@@ -70,8 +70,9 @@ def resolve_policy(policy: Any, *, node: str) -> Queue | None:
         return LATEST
     if policy == "block":
         return BLOCK
-    raise GraphError(f"node {node!r}: policy must be 'latest', 'block' or fp.Queue(n, overflow), "
-                     f"got {policy!r}")
+    raise GraphError(
+        f"node {node!r}: policy must be 'latest', 'block' or fp.Queue(n, overflow), got {policy!r}"
+    )
 
 
 class RateSelector:
@@ -138,10 +139,19 @@ class NodeOptions:
     executor: str | None = None
 
     @classmethod
-    def build(cls, node: str, *, fps: float | None = None, interval: float | None = None,
-              window: tuple[int, int] | None = None, policy: Any = None,
-              max_age: float | None = None, on_error: str = "skip", join: str = "each",
-              executor: str | None = None) -> NodeOptions:
+    def build(
+        cls,
+        node: str,
+        *,
+        fps: float | None = None,
+        interval: float | None = None,
+        window: tuple[int, int] | None = None,
+        policy: Any = None,
+        max_age: float | None = None,
+        on_error: str = "skip",
+        join: str = "each",
+        executor: str | None = None,
+    ) -> NodeOptions:
         from ._errors import GraphError
 
         if fps is not None and interval is not None:
@@ -153,22 +163,36 @@ class NodeOptions:
         if fps is not None and not fps > 0:
             raise GraphError(f"node {node!r}: fps must be > 0, got {fps!r}")
         if window is not None:
-            if (not isinstance(window, tuple | list) or len(window) != 2
-                    or not all(isinstance(v, int) and v >= 1 for v in window)):
-                raise GraphError(f"node {node!r}: window must be (count, step) with ints >= 1, "
-                                 f"got {window!r}")
+            if (
+                not isinstance(window, tuple | list)
+                or len(window) != 2
+                or not all(isinstance(v, int) and v >= 1 for v in window)
+            ):
+                raise GraphError(
+                    f"node {node!r}: window must be (count, step) with ints >= 1, got {window!r}"
+                )
             window = (int(window[0]), int(window[1]))
         if max_age is not None and not max_age > 0:
             raise GraphError(f"node {node!r}: max_age must be > 0 milliseconds, got {max_age!r}")
         if on_error not in ("skip", "stop", "restart"):
-            raise GraphError(f"node {node!r}: on_error must be 'skip', 'stop' or 'restart', "
-                             f"got {on_error!r}")
+            raise GraphError(
+                f"node {node!r}: on_error must be 'skip', 'stop' or 'restart', got {on_error!r}"
+            )
         if join not in ("each", "merge", "latest"):
-            raise GraphError(f"node {node!r}: join must be 'each', 'merge' or 'latest', "
-                             f"got {join!r}")
+            raise GraphError(
+                f"node {node!r}: join must be 'each', 'merge' or 'latest', got {join!r}"
+            )
         if executor not in (None, "inline", "threads", "processes"):
-            raise GraphError(f"node {node!r}: executor must be 'inline', 'threads' or "
-                             f"'processes', got {executor!r}")
-        return cls(fps=fps, window=window, policy=resolve_policy(policy, node=node),
-                   max_age=None if max_age is None else max_age / 1000.0,
-                   on_error=on_error, join=join, executor=executor)
+            raise GraphError(
+                f"node {node!r}: executor must be 'inline', 'threads' or "
+                f"'processes', got {executor!r}"
+            )
+        return cls(
+            fps=fps,
+            window=window,
+            policy=resolve_policy(policy, node=node),
+            max_age=None if max_age is None else max_age / 1000.0,
+            on_error=on_error,
+            join=join,
+            executor=executor,
+        )

@@ -37,8 +37,9 @@ class Run:
             print(run.stats)
     """
 
-    def __init__(self, plan: Plan, executor: str, *, duration: float | None,
-                 stop_timeout: float) -> None:
+    def __init__(
+        self, plan: Plan, executor: str, *, duration: float | None, stop_timeout: float
+    ) -> None:
         self.plan = plan
         self.executor_name = executor
         self.duration = duration
@@ -107,8 +108,10 @@ class Run:
                     pass
             except (KeyboardInterrupt, _Terminated) as exc:
                 self.interrupted = True
-                log.warning("framepipe: %s, stopping the pipeline cleanly",
-                            "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
+                log.warning(
+                    "framepipe: %s, stopping the pipeline cleanly",
+                    "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated",
+                )
                 self.stop()
                 if isinstance(exc, _Terminated):
                     raise SystemExit(128 + signal.SIGTERM) from None
@@ -187,8 +190,14 @@ class Run:
         edges = []
         for target in targets:
             downstream = self.plan.nodes[target]
-            edges.append(Edge(self.plan.next_edge_id, node.name, target,
-                              edge_policy(downstream, self.plan.mode)))
+            edges.append(
+                Edge(
+                    self.plan.next_edge_id,
+                    node.name,
+                    target,
+                    edge_policy(downstream, self.plan.mode),
+                )
+            )
             self.plan.next_edge_id += 1
         self.plan.nodes[node.name] = node
         self.plan.order.insert(0, node.name)
@@ -204,8 +213,12 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
         if exc_type is None:
             self.raise_error()
@@ -216,9 +229,14 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly: mode, executor, elapsed seconds, stats, errors."""
-        return {"mode": self.plan.mode, "executor": self.executor_name,
-                "elapsed_s": round(self.elapsed, 3), "interrupted": self.interrupted,
-                "stats": self.stats.to_dict(), "errors": [str(e) for e in self.errors]}
+        return {
+            "mode": self.plan.mode,
+            "executor": self.executor_name,
+            "elapsed_s": round(self.elapsed, 3),
+            "interrupted": self.interrupted,
+            "stats": self.stats.to_dict(),
+            "errors": [str(e) for e in self.errors],
+        }
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

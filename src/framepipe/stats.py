@@ -84,25 +84,45 @@ class RunStats(Mapping[str, NodeStats]):
 
     def rows(self) -> list[list[str]]:
         """Table rows (header first) shared by the text table and the CLI's rich table."""
-        header = ["node", "kind", "state", "processed", "fps", "dropped (reasons)",
-                  "latency p50/p95/max ms", "age p50/p95/max ms", "wait p50 ms", "errors"]
+        header = [
+            "node",
+            "kind",
+            "state",
+            "processed",
+            "fps",
+            "dropped (reasons)",
+            "latency p50/p95/max ms",
+            "age p50/p95/max ms",
+            "wait p50 ms",
+            "errors",
+        ]
         rows = [header]
         for node in self._nodes.values():
             reasons = ", ".join(f"{k} {v}" for k, v in node.dropped_by.items() if v)
             state = node.state + (f" ({node.reconnects} reconnects)" if node.reconnects else "")
-            rows.append([
-                node.name, node.kind, state, str(node.processed), f"{node.fps:.1f}",
-                f"{node.dropped}" + (f" ({reasons})" if reasons else ""),
-                _triple(node.latency_ms), _triple(node.age_ms),
-                f"{node.wait_ms['p50']:.1f}", str(node.errors),
-            ])
+            rows.append(
+                [
+                    node.name,
+                    node.kind,
+                    state,
+                    str(node.processed),
+                    f"{node.fps:.1f}",
+                    f"{node.dropped}" + (f" ({reasons})" if reasons else ""),
+                    _triple(node.latency_ms),
+                    _triple(node.age_ms),
+                    f"{node.wait_ms['p50']:.1f}",
+                    str(node.errors),
+                ]
+            )
         return rows
 
     def __str__(self) -> str:
         rows = self.rows()
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                 for row in rows]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -129,11 +149,11 @@ class _Samples:
             self.max = value
 
     def summary(self) -> dict[str, float]:
-        if not self.recent:
+        recent = list(self.recent)  # one C call: safe against the writer thread
+        if not recent:
             return dict(_EMPTY)
-        p50, p95 = np.percentile(np.fromiter(self.recent, float, len(self.recent)), [50, 95])
-        return {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
-                "max": round(self.max, 3)}
+        p50, p95 = np.percentile(np.asarray(recent, dtype=float), [50, 95])
+        return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "max": round(self.max, 3)}
 
 
 class StatsRecorder:
@@ -161,22 +181,28 @@ class StatsRecorder:
         self._ended: float | None = None
         self._lock = threading.Lock()
 
-    def record(self, *, latency: float, age: float | None = None, wait: float | None = None,
-               count: int = 1) -> None:
-        """Count ``count`` processed frames that took ``latency`` seconds in all."""
+    def record(
+        self, latency: float, age: float | None = None, wait: float | None = None, count: int = 1
+    ) -> None:
+        """Count ``count`` processed frames that took ``latency`` seconds in all.
+
+        Called by the node's own worker only, on every frame: no lock (readers
+        copy the sample deques in one C call, under the GIL).
+        """
         now = time.monotonic()
-        with self._lock:
-            self.processed += count
-            self._latency.add(latency * 1000.0)
-            if age is not None:
-                self._age.add(max(0.0, age) * 1000.0)
-            if wait is not None:
-                self._wait.add(max(0.0, wait) * 1000.0)
-            for _ in range(count):
-                self._done_times.append(now)
-            if self._first is None:
-                self._first = now - latency
-            self._last = now
+        self.processed += count
+        self._latency.add(latency * 1000.0)
+        if age is not None:
+            self._age.add(age * 1000.0 if age > 0 else 0.0)
+        if wait is not None:
+            self._wait.add(wait * 1000.0 if wait > 0 else 0.0)
+        if count == 1:
+            self._done_times.append(now)
+        else:
+            self._done_times.extend([now] * count)
+        if self._first is None:
+            self._first = now - latency
+        self._last = now
 
     def drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -207,13 +233,21 @@ class StatsRecorder:
                 fps = self.processed / span if span > 0 else 0.0
             else:
                 window = min(self._fps_window, elapsed)
-                recent = sum(1 for t in self._done_times if t >= now - window)
+                recent = sum(1 for t in list(self._done_times) if t >= now - window)
                 fps = recent / window if window > 0.2 else 0.0
             return NodeStats(
-                name=self.name, kind=self.kind, processed=self.processed,
-                dropped=sum(self.dropped_by.values()), dropped_by=dict(self.dropped_by),
-                errors=self.errors, restarts=self.restarts, fps=round(fps, 2),
-                latency_ms=self._latency.summary(), wait_ms=self._wait.summary(),
-                age_ms=self._age.summary(), state=self.state, reconnects=self.reconnects,
+                name=self.name,
+                kind=self.kind,
+                processed=self.processed,
+                dropped=sum(self.dropped_by.values()),
+                dropped_by=dict(self.dropped_by),
+                errors=self.errors,
+                restarts=self.restarts,
+                fps=round(fps, 2),
+                latency_ms=self._latency.summary(),
+                wait_ms=self._wait.summary(),
+                age_ms=self._age.summary(),
+                state=self.state,
+                reconnects=self.reconnects,
                 elapsed_s=round(elapsed, 3),
             )

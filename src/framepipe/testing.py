@@ -27,21 +27,40 @@ from .sources._base import Source, SourceContext
 __all__ = ["make_frame", "run_sink", "run_source", "run_stage"]
 
 
-def make_frame(image: np.ndarray | None = None, *, index: int = 0, pts: float | None = None,
-               source: str = "test", results: dict[str, Any] | None = None,
-               width: int = 64, height: int = 48) -> Frame:
+def make_frame(
+    image: np.ndarray | None = None,
+    *,
+    index: int = 0,
+    pts: float | None = None,
+    source: str = "test",
+    results: dict[str, Any] | None = None,
+    width: int = 64,
+    height: int = 48,
+) -> Frame:
     """A read-only frame (grey 114 by default), as a stage would receive it."""
     if image is None:
         image = np.full((height, width, 3), 114, np.uint8)
     image = np.asarray(image)
     image.flags.writeable = False
-    return Frame(image=image, index=index, pts=index / 30 if pts is None else pts,
-                 timestamp=time.time(), source=source, results=dict(results or {}))
+    return Frame(
+        image=image,
+        index=index,
+        pts=index / 30 if pts is None else pts,
+        timestamp=time.time(),
+        source=source,
+        results=dict(results or {}),
+    )
 
 
-def run_source(source: Source, *, name: str = "source", mode: str = "offline",
-               start: float = 0.0, limit: int | None = None,
-               stop_after: float | None = None) -> list[tuple[np.ndarray, float]]:
+def run_source(
+    source: Source,
+    *,
+    name: str = "source",
+    mode: str = "offline",
+    start: float = 0.0,
+    limit: int | None = None,
+    stop_after: float | None = None,
+) -> list[tuple[np.ndarray, float]]:
     """Open ``source`` and collect up to ``limit`` ``(image copy, pts)`` pairs.
 
     ``stop_after`` seconds sets the stop flag the way a stopping run does; the
@@ -78,8 +97,9 @@ def run_stage(stage: Stage | Any, frames: Iterable[Frame], *, name: str = "stage
     """
     if not isinstance(stage, Stage):
         stage = FunctionStage(stage)
-    stage.context = StageContext(name=name, mode="offline",
-                                 logger=logging.getLogger(f"framepipe.stage.{name}"))
+    stage.context = StageContext(
+        name=name, mode="offline", logger=logging.getLogger(f"framepipe.stage.{name}")
+    )
     results: list[Any] = []
     stage.setup()
     try:
@@ -93,12 +113,22 @@ def run_stage(stage: Stage | Any, frames: Iterable[Frame], *, name: str = "stage
     return results
 
 
-def run_sink(sink: Sink, frames: Sequence[Frame], *, name: str = "sink",
-             inputs: Sequence[str] = ("stage",), sources: Sequence[str] = ("test",)) -> Sink:
+def run_sink(
+    sink: Sink,
+    frames: Sequence[Frame],
+    *,
+    name: str = "sink",
+    inputs: Sequence[str] = ("stage",),
+    sources: Sequence[str] = ("test",),
+) -> Sink:
     """Open ``sink``, write ``frames``, close it (always), and return it."""
-    sink.context = SinkContext(name=name, mode="offline", inputs=tuple(inputs),
-                               sources=tuple(sources),
-                               logger=logging.getLogger(f"framepipe.sink.{name}"))
+    sink.context = SinkContext(
+        name=name,
+        mode="offline",
+        inputs=tuple(inputs),
+        sources=tuple(sources),
+        logger=logging.getLogger(f"framepipe.sink.{name}"),
+    )
     sink.open()
     try:
         for frame in frames:

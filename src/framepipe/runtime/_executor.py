@@ -8,6 +8,7 @@ change to user code: ``start``, ``request_stop``, ``join``, ``kill``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -76,8 +77,11 @@ class Executor(ABC):
                 self.source_errors.append(error)
                 return
             if self.fatal is None:
-                self.fatal = error if isinstance(error, FramepipeError) else \
-                    FramepipeError(f"{node!r}: {error}")
+                self.fatal = (
+                    error
+                    if isinstance(error, FramepipeError)
+                    else FramepipeError(f"{node!r}: {error}")
+                )
         self.request_stop()
 
 
@@ -86,8 +90,9 @@ class LocalOutlet:
 
     __slots__ = ("edge_id", "inbox", "lease", "stop")
 
-    def __init__(self, inbox: Inbox, edge_id: int, stop: threading.Event,
-                 lease: Lease | None = None) -> None:
+    def __init__(
+        self, inbox: Inbox, edge_id: int, stop: threading.Event, lease: Lease | None = None
+    ) -> None:
         self.inbox, self.edge_id, self.stop, self.lease = inbox, edge_id, stop, lease
 
     def deliver(self, frame: Frame) -> None:
@@ -96,6 +101,32 @@ class LocalOutlet:
 
     def end(self) -> None:
         self.inbox.end(self.edge_id)
+
+
+class DirectOutlet:
+    """Inline: an edge that calls its consumer at once (see ``NodeRunner.accept``)."""
+
+    __slots__ = ("edge_id", "runner")
+
+    def __init__(self, runner: NodeRunner, edge_id: int) -> None:
+        self.runner, self.edge_id = runner, edge_id
+
+    def deliver(self, frame: Frame) -> None:
+        self.runner.accept(frame)
+
+    def end(self) -> None:
+        self.runner.inbox.end(self.edge_id)
+
+
+def _direct(node: Node) -> bool:
+    """Whether an inline node can be called directly instead of through its inbox."""
+    options = node.options
+    return (
+        len(node.inputs) == 1
+        and options.window is None
+        and options.join == "each"
+        and int(getattr(node.obj, "batch", 1) or 1) == 1
+    )
 
 
 class LocalExecutor(Executor):
@@ -132,33 +163,56 @@ class LocalExecutor(Executor):
             node = plan.nodes[name]
             self.recorders[name] = StatsRecorder(name, node.kind)
             if node.kind in ("stage", "sink"):
-                self.inboxes[name] = Inbox(name, node.options, self.recorders[name],
-                                           ordered=plan.mode == "offline")
+                self.inboxes[name] = Inbox(
+                    name, node.options, self.recorders[name], ordered=plan.mode == "offline"
+                )
         for edge in plan.edges:
-            self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream,
-                                                   self._policy(edge.policy))
-        for name in plan.order:
+            self.inboxes[edge.downstream].add_edge(
+                edge.id, edge.upstream, self._policy(edge.policy)
+            )
+        # Build consumers first so inline producers can hold direct references to them.
+        for name in reversed(plan.order):
             node = plan.nodes[name]
-            outlets: list[Any] = [LocalOutlet(self.inboxes[e.downstream], e.id, self.stop_event)
-                                  for e in plan.outputs_of(name)]
+            outlets: list[Any] = [self._outlet(e) for e in plan.outputs_of(name)]
             if node.kind == "source":
                 self.sources[name] = self._source_runner(node, outlets)
             elif node.kind in ("stage", "sink"):
-                runner = NodeRunner(node, self.inboxes[name], outlets, self.recorders[name],
-                                    mode=plan.mode, sources=plan.sources_upstream(name),
-                                    stop=self.stop_event, on_fatal=self.on_fatal,
-                                    sink_context=self.sink_context())
+                runner = NodeRunner(
+                    node,
+                    self.inboxes[name],
+                    outlets,
+                    self.recorders[name],
+                    mode=plan.mode,
+                    sources=plan.sources_upstream(name),
+                    stop=self.stop_event,
+                    on_fatal=self.on_fatal,
+                    sink_context=self.sink_context(),
+                )
                 if not self.threaded:
                     runner.max_wait = 0.0
                 self.runners[name] = runner
+        self.runners = {n: self.runners[n] for n in plan.order if n in self.runners}
+        self.sources = {n: self.sources[n] for n in plan.order if n in self.sources}
+
+    def _outlet(self, edge: Edge) -> Any:
+        if not self.threaded and _direct(self.plan.nodes[edge.downstream]):
+            return DirectOutlet(self.runners[edge.downstream], edge.id)
+        return LocalOutlet(self.inboxes[edge.downstream], edge.id, self.stop_event)
 
     def sink_context(self) -> dict[str, Any]:
         """Live views handed to sinks (web view): the run's stats and graph."""
         return {"pipeline_stats": self.stats, "pipeline_graph": self.plan.describe}
 
     def _source_runner(self, node: Node, outlets: list[Any]) -> SourceRunner:
-        return SourceRunner(node, outlets, self.recorders[node.name], mode=self.plan.mode,
-                            start=self.plan.start, stop=self.stop_event, on_fatal=self.on_fatal)
+        return SourceRunner(
+            node,
+            outlets,
+            self.recorders[node.name],
+            mode=self.plan.mode,
+            start=self.plan.start,
+            stop=self.stop_event,
+            on_fatal=self.on_fatal,
+        )
 
     # -- running -----------------------------------------------------------------
 
@@ -170,10 +224,8 @@ class LocalExecutor(Executor):
             if ready is not None:
                 # Sources start once every stage is set up (models loaded), so the
                 # first frames are not dropped while a slow setup() runs.
-                try:
+                with contextlib.suppress(threading.BrokenBarrierError):
                     ready.wait()
-                except threading.BrokenBarrierError:
-                    pass
             for source in self.sources.values():
                 self._spawn(source.run)
             self._spawn(self._watch)
@@ -181,8 +233,12 @@ class LocalExecutor(Executor):
             self._spawn(self._run_inline)
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True,
-                                  name=f"framepipe-{getattr(target, '__name__', 'node')}")
+        thread = threading.Thread(
+            target=target,
+            args=args,
+            daemon=True,
+            name=f"framepipe-{getattr(target, '__name__', 'node')}",
+        )
         self.threads.append(thread)
         thread.start()
 
@@ -208,8 +264,9 @@ class LocalExecutor(Executor):
                 thread.join()
         while True:  # sources added while running
             with self._lock:
-                extra = [t for t in self.threads if t.is_alive()
-                         and t is not threading.current_thread()]
+                extra = [
+                    t for t in self.threads if t.is_alive() and t is not threading.current_thread()
+                ]
             if not extra:
                 break
             for thread in extra:
@@ -283,9 +340,10 @@ class LocalExecutor(Executor):
         self.recorders[node.name] = StatsRecorder(node.name, "source")
         outlets: list[Any] = []
         for edge in edges:
-            self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream,
-                                                   self._policy(edge.policy))
-            outlets.append(LocalOutlet(self.inboxes[edge.downstream], edge.id, self.stop_event))
+            self.inboxes[edge.downstream].add_edge(
+                edge.id, edge.upstream, self._policy(edge.policy)
+            )
+            outlets.append(self._outlet(edge))
         runner = self._source_runner(node, outlets)
         self.sources[node.name] = runner
         if self.threaded:

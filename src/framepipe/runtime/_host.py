@@ -10,6 +10,7 @@ statistics, fatal errors, and its final results.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -56,20 +57,33 @@ class HostSpec:
 
 def portable(node: Node) -> Node:
     """A copy of ``node`` without its pipeline, so it pickles on its own."""
-    return Node(None, node.name, node.kind, node.obj, list(node.inputs),  # type: ignore[arg-type]
-                node.options)
+    return Node(
+        None,  # type: ignore[arg-type]
+        node.name,
+        node.kind,
+        node.obj,
+        list(node.inputs),
+        node.options,
+    )
 
 
 class Host:
     """Runs the nodes of one ``HostSpec`` in this process. See the module docstring."""
 
-    def __init__(self, spec: HostSpec, *, stop: threading.Event, report: Report,
-                 sink_context: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        stop: threading.Event,
+        report: Report,
+        sink_context: dict[str, Any] | None = None,
+    ) -> None:
         self.spec = spec
         self.stop_event = stop
         self.report = report
-        self.shared = SharedFrames(spec.segment_prefix,
-                                   on_segment=lambda name: report(("segment", name)), stop=stop)
+        self.shared = SharedFrames(
+            spec.segment_prefix, on_segment=lambda name: report(("segment", name)), stop=stop
+        )
         self.recorders: dict[str, StatsRecorder] = {}
         self.inboxes: dict[str, Inbox] = {}
         self.sources: dict[str, SourceRunner] = {}
@@ -93,9 +107,12 @@ class Host:
         for node in spec.nodes:
             self.recorders[node.name] = StatsRecorder(node.name, node.kind)
             if node.kind in ("stage", "sink"):
-                self.inboxes[node.name] = Inbox(node.name, node.options,
-                                                self.recorders[node.name],
-                                                ordered=spec.mode == "offline")
+                self.inboxes[node.name] = Inbox(
+                    node.name,
+                    node.options,
+                    self.recorders[node.name],
+                    ordered=spec.mode == "offline",
+                )
         for edge in spec.edges:
             if self.here(edge.downstream):
                 self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream, edge.policy)
@@ -107,25 +124,49 @@ class Host:
         remote = False
         for edge in out_edges:
             if self.here(edge.downstream):
-                outlets.append(LocalOutlet(self.inboxes[edge.downstream], edge.id,
-                                           self.stop_event, lease=self._lease))
+                outlets.append(
+                    LocalOutlet(
+                        self.inboxes[edge.downstream], edge.id, self.stop_event, lease=self._lease
+                    )
+                )
             else:
-                outlet = RemoteOutlet(edge.id, edge.upstream, edge.downstream, edge.policy,
-                                      self.shared, self.stop_event)
+                outlet = RemoteOutlet(
+                    edge.id,
+                    edge.upstream,
+                    edge.downstream,
+                    edge.policy,
+                    self.shared,
+                    self.stop_event,
+                )
                 self.remote_outlets.append(outlet)
                 outlets.append(outlet)
                 remote = True
         recorder = self.recorders[node.name]
         if node.kind == "source":
             self.sources[node.name] = SourceRunner(
-                node, outlets, recorder, mode=self.spec.mode, start=self.spec.start,
-                stop=self.stop_event, on_fatal=self.on_fatal, slots=self.shared, export=remote)
+                node,
+                outlets,
+                recorder,
+                mode=self.spec.mode,
+                start=self.spec.start,
+                stop=self.stop_event,
+                on_fatal=self.on_fatal,
+                slots=self.shared,
+                export=remote,
+            )
         else:
             self.runners[node.name] = NodeRunner(
-                node, self.inboxes[node.name], outlets, recorder, mode=self.spec.mode,
-                sources=self.spec.sources_upstream.get(node.name, ()), stop=self.stop_event,
-                on_fatal=self.on_fatal, sink_context=self.sink_context,
-                shared=self.shared if remote else None)
+                node,
+                self.inboxes[node.name],
+                outlets,
+                recorder,
+                mode=self.spec.mode,
+                sources=self.spec.sources_upstream.get(node.name, ()),
+                stop=self.stop_event,
+                on_fatal=self.on_fatal,
+                sink_context=self.sink_context,
+                shared=self.shared if remote else None,
+            )
 
     def _lease(self, frame: Any, edge_id: int) -> Callable[[], None]:
         return self.shared.lease_frame(frame._handles, edge_id)
@@ -134,8 +175,9 @@ class Host:
 
     def listen(self) -> str | None:
         """Open the listener for edges from other processes; its address, or None."""
-        remote_inputs = any(not self.here(e.upstream) and self.here(e.downstream)
-                            for e in self.spec.edges)
+        remote_inputs = any(
+            not self.here(e.upstream) and self.here(e.downstream) for e in self.spec.edges
+        )
         if not remote_inputs:
             return None
         address = os.path.join(self.spec.socket_dir, f"{self.spec.host_id}.sock")
@@ -152,8 +194,12 @@ class Host:
             except OSError:
                 return  # listener closed
             self._connections.append(conn)
-            thread = threading.Thread(target=receive, daemon=True, name="framepipe-receive",
-                                      args=(conn, self.inboxes, self.shared, self.stop_event))
+            thread = threading.Thread(
+                target=receive,
+                daemon=True,
+                name="framepipe-receive",
+                args=(conn, self.inboxes, self.shared, self.stop_event),
+            )
             self._receivers.append(thread)
             thread.start()
 
@@ -235,15 +281,11 @@ class Host:
         for outlet in self.remote_outlets:
             outlet.close()
         if self.listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.listener.close()
-            except OSError:
-                pass
         for conn in self._connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
         self.shared.close()
 
     # -- hot add ----------------------------------------------------------------------
@@ -304,16 +346,15 @@ def host_main(conn: Connection, blob: bytes) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's owner handles Ctrl-C
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     send_lock = threading.Lock()
 
     def report(message: tuple[Any, ...]) -> None:
-        with send_lock:
-            try:
-                conn.send(message)
-            except (OSError, EOFError, ValueError):
-                pass  # the owner is gone; we stop on our own below
+        # If the owner is gone the send fails; the control loop notices and stops.
+        with send_lock, contextlib.suppress(OSError, EOFError, ValueError):
+            conn.send(message)
 
     host: Host | None = None
     try:
@@ -322,17 +363,20 @@ def host_main(conn: Connection, blob: bytes) -> None:
         report(("listening", host.listen()))
         _serve(conn, host, report)
     except BaseException as exc:  # anything here is the host's own failure: say it
-        report(("fatal", f"host:{getattr(host, 'spec', None) and host.spec.host_id}",
-                *_portable_error(exc)))
+        report(
+            (
+                "fatal",
+                f"host:{host.spec.host_id if host is not None else '?'}",
+                *_portable_error(exc),
+            )
+        )
     finally:
         if host is not None:
             host.stop()
             host.wait(5.0)
             host.close()
-        try:
+        with contextlib.suppress(OSError):
             conn.close()
-        except OSError:
-            pass
 
 
 def _serve(conn: Connection, host: Host, report: Report) -> None:

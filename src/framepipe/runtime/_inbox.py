@@ -87,8 +87,9 @@ class _Edge:
 class Inbox:
     """The bounded, thread-safe inbox of one node. See the module docstring."""
 
-    def __init__(self, node: str, options: NodeOptions, recorder: StatsRecorder, *,
-                 ordered: bool = False) -> None:
+    def __init__(
+        self, node: str, options: NodeOptions, recorder: StatsRecorder, *, ordered: bool = False
+    ) -> None:
         self.node = node
         self.ordered = ordered  # offline: joins wait for their inputs instead of guessing
         self.options = options
@@ -107,8 +108,9 @@ class Inbox:
 
     # -- edges ---------------------------------------------------------------
 
-    def add_edge(self, edge: int, upstream: str, policy: Queue,
-                 credit: Callable[[int], None] | None = None) -> None:
+    def add_edge(
+        self, edge: int, upstream: str, policy: Queue, credit: Callable[[int], None] | None = None
+    ) -> None:
         with self._cond:
             self._edges[edge] = _Edge(upstream, policy, credit)
             self._order.append(edge)
@@ -158,8 +160,13 @@ class Inbox:
 
     # -- producers -------------------------------------------------------------
 
-    def put(self, edge_id: int, frame: Frame, release: Callable[[], None] | None = None,
-            stop: threading.Event | None = None) -> bool:
+    def put(
+        self,
+        edge_id: int,
+        frame: Frame,
+        release: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> bool:
         """Deliver ``frame`` on ``edge_id``. Blocks only on a full ``block`` queue.
 
         ``release`` is called exactly once, when the inbox no longer needs the
@@ -298,8 +305,7 @@ class Inbox:
         if self.options.join == "latest":
             primary = self._edges[self._order[0]]
             return primary.ended and not primary.entries and not self._held
-        return all(e.ended and not e.entries for e in self._edges.values()) \
-            and not self._pending
+        return all(e.ended and not e.entries for e in self._edges.values()) and not self._pending
 
     def _too_old(self, item: WorkItem) -> bool:
         max_age = self.options.max_age
@@ -389,9 +395,7 @@ class Inbox:
             source, index = key
             arrived = self._pending[key]
             complete = all(
-                edge_id in arrived
-                or edge.ended
-                or self._passed[edge_id].get(source, -1) > index
+                edge_id in arrived or edge.ended or self._passed[edge_id].get(source, -1) > index
                 for edge_id, edge in self._edges.items()
             )
             if complete or per_source[source] > MERGE_PENDING_LIMIT:
@@ -407,5 +411,6 @@ class Inbox:
 
 
 def _with_results(frame: Frame, results: dict[str, Any]) -> Frame:
-    return Frame(frame.image, frame.index, frame.pts, frame.timestamp, frame.source, results,
-                 frame._handles)
+    return Frame(
+        frame.image, frame.index, frame.pts, frame.timestamp, frame.source, results, frame._handles
+    )

@@ -9,6 +9,7 @@ memory segment of the run and reaps every process, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import secrets
@@ -38,8 +39,9 @@ START_TIMEOUT = 120.0
 
 
 class _Worker:
-    def __init__(self, host_id: str, nodes: list[str], process: BaseProcess,
-                 conn: Connection) -> None:
+    def __init__(
+        self, host_id: str, nodes: list[str], process: BaseProcess, conn: Connection
+    ) -> None:
         self.host_id, self.nodes, self.process, self.conn = host_id, nodes, process, conn
         self.address: str | None = None
         self.listening = threading.Event()
@@ -50,10 +52,8 @@ class _Worker:
         self.stats: dict[str, NodeStats] = {}
 
     def send(self, message: tuple[Any, ...]) -> None:
-        try:
+        with contextlib.suppress(OSError, EOFError, ValueError):
             self.conn.send(message)
-        except (OSError, EOFError, ValueError):
-            pass
 
 
 class ProcessExecutor(Executor):
@@ -85,14 +85,22 @@ class ProcessExecutor(Executor):
 
     def _spec(self, host_id: str, names: list[str], index: int) -> HostSpec:
         plan = self.plan
-        edges = [e for e in plan.edges
-                 if self.placement[e.upstream] == host_id or self.placement[e.downstream] == host_id]
+        edges = [
+            e
+            for e in plan.edges
+            if self.placement[e.upstream] == host_id or self.placement[e.downstream] == host_id
+        ]
         return HostSpec(
-            host_id=host_id, segment_prefix=f"{self.prefix}_{index}",
-            nodes=[portable(plan.nodes[n]) for n in names], edges=edges,
-            placement=dict(self.placement), mode=plan.mode, start=plan.start,
+            host_id=host_id,
+            segment_prefix=f"{self.prefix}_{index}",
+            nodes=[portable(plan.nodes[n]) for n in names],
+            edges=edges,
+            placement=dict(self.placement),
+            mode=plan.mode,
+            start=plan.start,
             socket_dir=self.socket_dir,
-            sources_upstream={n: plan.sources_upstream(n) for n in names})
+            sources_upstream={n: plan.sources_upstream(n) for n in names},
+        )
 
     # -- start -------------------------------------------------------------------------
 
@@ -108,11 +116,18 @@ class ProcessExecutor(Executor):
             if MAIN in groups:
                 spec = self._spec(MAIN, groups[MAIN], 0)
                 spec.nodes = [self.plan.nodes[n] for n in groups[MAIN]]  # keep the caller's objects
-                self.main_host = Host(spec, stop=self.stop_event, report=self._main_report,
-                                      sink_context={"pipeline_stats": self.stats,
-                                                    "pipeline_graph": self.plan.describe})
-            self._supervisor = threading.Thread(target=self._supervise, daemon=True,
-                                                name="framepipe-supervisor")
+                self.main_host = Host(
+                    spec,
+                    stop=self.stop_event,
+                    report=self._main_report,
+                    sink_context={
+                        "pipeline_stats": self.stats,
+                        "pipeline_graph": self.plan.describe,
+                    },
+                )
+            self._supervisor = threading.Thread(
+                target=self._supervise, daemon=True, name="framepipe-supervisor"
+            )
             self._supervisor.start()
             if self.main_host is not None:
                 address = self.main_host.listen()
@@ -146,12 +161,16 @@ class ProcessExecutor(Executor):
         try:
             blob = cloudpickle.dumps(self._spec(host_id, names, index))
         except Exception as exc:
-            raise WorkerError(names[0], f"cannot be sent to a worker process: {exc}. "
-                              f"Everything a node holds must pickle under "
-                              f"executor='processes' (load models in setup())") from exc
+            raise WorkerError(
+                names[0],
+                f"cannot be sent to a worker process: {exc}. "
+                f"Everything a node holds must pickle under "
+                f"executor='processes' (load models in setup())",
+            ) from exc
         parent_end, child_end = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=host_main, args=(child_end, blob), daemon=True,
-                                    name=f"framepipe:{host_id}")
+        process = self._ctx.Process(
+            target=host_main, args=(child_end, blob), daemon=True, name=f"framepipe:{host_id}"
+        )
         process.start()
         child_end.close()
         worker = _Worker(host_id, names, process, parent_end)
@@ -166,8 +185,12 @@ class ProcessExecutor(Executor):
                 if self.stop_event.is_set() or worker.dead:
                     return
                 if time.monotonic() > deadline:
-                    self.on_fatal(worker.host_id, WorkerError(
-                        worker.host_id, f"worker did not report {what} within {START_TIMEOUT}s"))
+                    self.on_fatal(
+                        worker.host_id,
+                        WorkerError(
+                            worker.host_id, f"worker did not report {what} within {START_TIMEOUT}s"
+                        ),
+                    )
                     return
 
     def _main_report(self, message: tuple[Any, ...]) -> None:
@@ -187,17 +210,22 @@ class ProcessExecutor(Executor):
         try:
             while True:
                 with self._lock:
-                    workers = [w for w in self.workers.values() if not w.dead and not w.done.is_set()]
+                    workers = [
+                        w for w in self.workers.values() if not w.dead and not w.done.is_set()
+                    ]
                 main = self.main_host
                 main_done = main is None or (
-                    (main.go_event.is_set() or self.stop_event.is_set()) and main.done())
+                    (main.go_event.is_set() or self.stop_event.is_set()) and main.done()
+                )
                 if not workers and main_done and (self.workers or self.main_host):
                     break
-                waitables: list[Any] = [w.conn for w in workers] + [w.process.sentinel
-                                                                     for w in workers]
+                waitables: list[Any] = [w.conn for w in workers] + [
+                    w.process.sentinel for w in workers
+                ]
                 for ready in wait(waitables, timeout=0.2) if waitables else []:
-                    worker = next((w for w in workers if ready in (w.conn, w.process.sentinel)),
-                                  None)
+                    worker = next(
+                        (w for w in workers if ready in (w.conn, w.process.sentinel)), None
+                    )
                     if worker is None:
                         continue
                     if ready is worker.conn:
@@ -248,11 +276,15 @@ class ProcessExecutor(Executor):
         worker.listening.set()
         worker.ready.set()
         code = worker.process.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 \
+        how = (
+            f"was killed by signal {-code}"
+            if code is not None and code < 0
             else f"exited with code {code}"
+        )
         node = worker.nodes[0]
-        worker.stats = {name: replace(stats, state="died")
-                        for name, stats in worker.stats.items()} or worker.stats
+        worker.stats = {
+            name: replace(stats, state="died") for name, stats in worker.stats.items()
+        } or worker.stats
         error = WorkerError(node, f"worker process {how}")
         log.error("framepipe: %s", error)
         self.on_fatal(node, error)
@@ -289,10 +321,8 @@ class ProcessExecutor(Executor):
         names = list(self.main_segments)
         for worker in self.workers.values():
             names.extend(worker.segments)
-            try:
+            with contextlib.suppress(OSError):
                 worker.conn.close()
-            except OSError:
-                pass
         for name in names:
             _shm.unlink(name)
         leftover = _shm.sweep(self.prefix)
@@ -345,8 +375,7 @@ class ProcessExecutor(Executor):
         if self.placement[node.name] == MAIN and self.main_host is not None:
             self.main_host.add_source(node, edges, self.addresses)
             return
-        for edge in edges:  # consumers learn the new edges from its hello
-            self.plan.edges  # noqa: B018 - already extended by the Run
+        # Consumers learn the new edges from each connection's hello.
         worker = self._spawn_worker(node.name, [node.name], len(self.workers) + 100)
         worker.listening.wait(START_TIMEOUT)
         worker.send(("connect", self.addresses))

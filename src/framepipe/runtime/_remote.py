@@ -11,11 +11,11 @@ inbox drops by policy, so the producer never waits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import threading
 from multiprocessing.connection import Client, Connection
-from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -52,8 +52,12 @@ def export(frame: Frame, shared: SharedFrames) -> tuple[Frame, list[Handle]]:
         created.append(handle)
     results = frame.results
     for key, value in frame.results.items():
-        if (key not in keys and isinstance(value, np.ndarray)
-                and value.nbytes >= SHARED_RESULT_BYTES and value.dtype != object):
+        if (
+            key not in keys
+            and isinstance(value, np.ndarray)
+            and value.nbytes >= SHARED_RESULT_BYTES
+            and value.dtype != object
+        ):
             array, handle = shared.allocate(value.shape, str(value.dtype))
             np.copyto(array, value)
             array.flags.writeable = False
@@ -63,14 +67,24 @@ def export(frame: Frame, shared: SharedFrames) -> tuple[Frame, list[Handle]]:
             created.append(handle.with_key(key))
     if not created:
         return frame, created
-    return Frame(image, frame.index, frame.pts, frame.timestamp, frame.source, results,
-                 tuple(handles + created)), created
+    return Frame(
+        image,
+        frame.index,
+        frame.pts,
+        frame.timestamp,
+        frame.source,
+        results,
+        tuple(handles + created),
+    ), created
 
 
 def encode(frame: Frame) -> bytes:
     keys = {h.key for h in frame._handles}
-    results = {k: v for k, v in frame.results.items() if k not in keys} \
-        if len(keys) > 1 else frame.results
+    results = (
+        {k: v for k, v in frame.results.items() if k not in keys}
+        if len(keys) > 1
+        else frame.results
+    )
     message = (frame.index, frame.pts, frame.timestamp, frame.source, results, frame._handles)
     try:
         return pickle.dumps(message, protocol=5)
@@ -94,8 +108,15 @@ def decode(data: bytes, shared: SharedFrames) -> Frame:
 class RemoteOutlet:
     """The producer's end of an edge to a node in another process."""
 
-    def __init__(self, edge_id: int, upstream: str, downstream: str, policy: Queue,
-                 shared: SharedFrames, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        edge_id: int,
+        upstream: str,
+        downstream: str,
+        policy: Queue,
+        shared: SharedFrames,
+        stop: threading.Event,
+    ) -> None:
         self.edge_id, self.upstream, self.downstream = edge_id, upstream, downstream
         self.policy = policy
         self.capacity = policy.size if policy.overflow == "block" else None
@@ -107,8 +128,15 @@ class RemoteOutlet:
 
     def connect(self, address: str) -> None:
         self.conn = Client(address, family="AF_UNIX")
-        self.conn.send(("hello", self.edge_id, self.upstream, self.downstream,
-                        (self.policy.size, self.policy.overflow)))
+        self.conn.send(
+            (
+                "hello",
+                self.edge_id,
+                self.upstream,
+                self.downstream,
+                (self.policy.size, self.policy.overflow),
+            )
+        )
 
     def _await_credit(self) -> bool:
         assert self.conn is not None
@@ -144,22 +172,19 @@ class RemoteOutlet:
     def end(self) -> None:
         if self.conn is None or self.dead:
             return
-        try:
+        with contextlib.suppress(OSError, EOFError):
             self.conn.send_bytes(_END)
-        except (OSError, EOFError):
-            pass
         self.dead = True
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.close()
-            except OSError:
-                pass
 
 
-def receive(conn: Connection, inboxes: dict[str, Inbox], shared: SharedFrames,
-            stop: threading.Event) -> None:
+def receive(
+    conn: Connection, inboxes: dict[str, Inbox], shared: SharedFrames, stop: threading.Event
+) -> None:
     """The consumer's end of one remote edge: runs in its own thread until END."""
     try:
         _, edge_id, upstream, downstream, (size, overflow) = conn.recv()

@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from time import perf_counter
 from typing import Any, Protocol
 
 import cloudpickle
@@ -66,9 +67,19 @@ def node_error(node: Node, exc: BaseException, what: str) -> FramepipeError:
 class SourceRunner:
     """Reads a source, paces it in real time, and hands each frame to the outlets."""
 
-    def __init__(self, node: Node, outlets: list[Outlet], recorder: StatsRecorder, *,
-                 mode: str, start: float, stop: threading.Event, on_fatal: FatalHandler,
-                 slots: Slots | None = None, export: bool = False) -> None:
+    def __init__(
+        self,
+        node: Node,
+        outlets: list[Outlet],
+        recorder: StatsRecorder,
+        *,
+        mode: str,
+        start: float,
+        stop: threading.Event,
+        on_fatal: FatalHandler,
+        slots: Slots | None = None,
+        export: bool = False,
+    ) -> None:
         self.node, self.name = node, node.name
         self.source: Source = node.obj
         self.outlets = outlets
@@ -94,7 +105,10 @@ class SourceRunner:
     def open(self) -> None:
         stop_any = _AnyEvent(self.stop_event, self.removed)
         self.context = SourceContext(
-            self.name, mode=self.mode, start=self.start, stop_event=stop_any,  # type: ignore[arg-type]
+            self.name,
+            mode=self.mode,
+            start=self.start,
+            stop_event=stop_any,  # type: ignore[arg-type]
             allocate=self._allocate if self.export else None,
             on_state=self.recorder.set_state,
             on_drop=lambda n: self.recorder.drop("late", n),
@@ -158,8 +172,15 @@ class SourceRunner:
             image = array
         view = image.view()
         view.flags.writeable = False
-        frame = Frame(view, self._index, float(pts), timestamp, self.name, {},
-                      (handle,) if handle is not None else ())
+        frame = Frame(
+            view,
+            self._index,
+            float(pts),
+            timestamp,
+            self.name,
+            {},
+            (handle,) if handle is not None else (),
+        )
         self._index += 1
         return frame
 
@@ -192,8 +213,9 @@ class SourceRunner:
         error = node_error(self.node, exc, what)
         self.error = error
         self.recorder.set_state("failed")
-        log.error("source %r %s: %s", self.name, what, exc,
-                  exc_info=not isinstance(exc, FramepipeError))
+        log.error(
+            "source %r %s: %s", self.name, what, exc, exc_info=not isinstance(exc, FramepipeError)
+        )
         self.finish(state="failed")
         self.on_fatal(self.name, error)
 
@@ -245,11 +267,20 @@ class _AnyEvent:
 class NodeRunner:
     """Takes work from the inbox, runs the stage or sink, forwards results."""
 
-    def __init__(self, node: Node, inbox: Inbox, outlets: list[Outlet],
-                 recorder: StatsRecorder, *, mode: str, sources: tuple[str, ...],
-                 stop: threading.Event, on_fatal: FatalHandler,
-                 sink_context: dict[str, Any] | None = None,
-                 shared: Any = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        inbox: Inbox,
+        outlets: list[Outlet],
+        recorder: StatsRecorder,
+        *,
+        mode: str,
+        sources: tuple[str, ...],
+        stop: threading.Event,
+        on_fatal: FatalHandler,
+        sink_context: dict[str, Any] | None = None,
+        shared: Any = None,
+    ) -> None:
         self.node, self.name, self.kind = node, node.name, node.kind
         # Set when some outlet leads to another process: results are moved to
         # shared memory once, before the first outlet sends them.
@@ -269,6 +300,8 @@ class NodeRunner:
         self.started = False
         self.ended = False
         self.failed = False
+        self._rate = inbox._rate
+        self._max_age = node.options.max_age
         self.batch = max(1, int(getattr(self.obj, "batch", 1) or 1))
         self.max_wait = float(getattr(self.obj, "max_wait_ms", 0.0) or 0.0) / 1000.0
 
@@ -293,9 +326,14 @@ class NodeRunner:
         if self.kind == "sink":
             sink: Sink = self.obj
             sink.context = SinkContext(
-                name=self.name, mode=self.mode, inputs=tuple(self.node.inputs),
-                sources=self.sources, logger=self.logger,
-                on_drop=lambda n: self.recorder.drop("buffer", n), **self.sink_context)
+                name=self.name,
+                mode=self.mode,
+                inputs=tuple(self.node.inputs),
+                sources=self.sources,
+                logger=self.logger,
+                on_drop=lambda n: self.recorder.drop("buffer", n),
+                **self.sink_context,
+            )
             sink.open()
         else:
             stage: Stage = self.obj
@@ -332,7 +370,7 @@ class NodeRunner:
 
     # -- work --------------------------------------------------------------------
 
-    def take(self, block: bool = True) -> list[WorkItem] | None | Any:
+    def take(self, block: bool = True) -> list[WorkItem] | Any | None:
         """The next batch of work items; None at the end; EMPTY if not blocking and idle."""
         first = self.inbox.take(None if block else 0)
         if first is None or first is EMPTY:
@@ -361,8 +399,10 @@ class NodeRunner:
             else:
                 values = list(self.obj.process_batch([item.payload for item in items]))
                 if len(values) != len(items):
-                    raise StageError(self.name, f"process_batch returned {len(values)} "
-                                                f"results for {len(items)} frames")
+                    raise StageError(
+                        self.name,
+                        f"process_batch returned {len(values)} results for {len(items)} frames",
+                    )
         except BaseException as exc:
             for item in items:
                 item.done()
@@ -372,13 +412,21 @@ class NodeRunner:
             return
         took = time.perf_counter() - began
         ages = [now - item.frame.timestamp for item in items]
-        self.recorder.record(latency=took, age=max(ages), wait=max(i.wait for i in items),
-                             count=len(items))
+        self.recorder.record(
+            latency=took, age=max(ages), wait=max(i.wait for i in items), count=len(items)
+        )
         for item, value in zip(items, values, strict=True):
             if value is not None and self.outlets:
                 frame = item.frame
-                out = Frame(frame.image, frame.index, frame.pts, frame.timestamp, frame.source,
-                            {**frame.results, self.name: value}, frame._handles)
+                out = Frame(
+                    frame.image,
+                    frame.index,
+                    frame.pts,
+                    frame.timestamp,
+                    frame.source,
+                    {**frame.results, self.name: value},
+                    frame._handles,
+                )
                 created: list[Any] = []
                 if self.shared is not None:
                     from ._remote import export
@@ -390,18 +438,66 @@ class NodeRunner:
                     self.shared.release_owner(handle)
             item.done()
 
+    def _call(self, frame: Frame) -> Any:
+        if self.kind == "sink":
+            self.obj.write(frame)
+            return None
+        return self.obj.process(frame)
+
+    def accept(self, frame: Frame) -> None:
+        """Inline fast path: process one frame now, in the producer's call.
+
+        Used for nodes with a single input and no window, join or batch, where
+        an inbox would only add cost: selection and age checks happen here.
+        """
+        if self.ended or self.failed:
+            return
+        rate = self._rate
+        if rate is not None and not rate.select(frame.source, frame.pts):
+            self.recorder.drop("rate")
+            return
+        age = time.time() - frame.timestamp
+        if self._max_age is not None and age > self._max_age:
+            self.recorder.drop("age")
+            return
+        began = perf_counter()
+        try:
+            value = self._call(frame)
+        except Exception as exc:
+            self._failed(exc, 1)
+            return
+        self.recorder.record(perf_counter() - began, age, 0.0)
+        if value is not None and self.outlets:
+            out = Frame(
+                frame.image,
+                frame.index,
+                frame.pts,
+                frame.timestamp,
+                frame.source,
+                {**frame.results, self.name: value},
+                frame._handles,
+            )
+            for outlet in self.outlets:
+                outlet.deliver(out)
+
     def _failed(self, exc: BaseException, count: int) -> None:
         for _ in range(count):
             self.recorder.error()
         if self.on_error == "stop":
             self.failed = True
             self.recorder.set_state("failed")
-            self.logger.error("%s %r failed; stopping the pipeline", self.kind, self.name,
-                              exc_info=exc)
+            self.logger.error(
+                "%s %r failed; stopping the pipeline", self.kind, self.name, exc_info=exc
+            )
             self.on_fatal(self.name, node_error(self.node, exc, "failed"))
             return
-        self.logger.error("%s %r failed on a frame (on_error=%r):\n%s", self.kind, self.name,
-                          self.on_error, "".join(traceback.format_exception(exc)).rstrip())
+        self.logger.error(
+            "%s %r failed on a frame (on_error=%r):\n%s",
+            self.kind,
+            self.name,
+            self.on_error,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
         if self.on_error == "restart":
             self._restart()
 
@@ -411,8 +507,9 @@ class NodeRunner:
             self.obj = cloudpickle.loads(self._blob)
         self.recorder.restarts += 1
         if self.setup():
-            self.logger.warning("%s %r restarted (%d restarts)", self.kind, self.name,
-                                self.recorder.restarts)
+            self.logger.warning(
+                "%s %r restarted (%d restarts)", self.kind, self.name, self.recorder.restarts
+            )
 
     def run(self) -> None:
         """Thread body: set up, process until the inputs end or a stop, finish."""

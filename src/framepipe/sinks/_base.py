@@ -35,7 +35,7 @@ class SinkContext:
     on_drop: Callable[[int], None] | None = None
 
     def drop(self, count: int = 1) -> None:
-        """Count ``count`` items the sink had to give up (a full buffer); shown as ``buffer`` drops."""
+        """Count ``count`` items the sink gave up (a full buffer): ``buffer`` drops."""
         if self.on_drop is not None:
             self.on_drop(count)
 

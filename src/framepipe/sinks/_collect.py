@@ -14,7 +14,8 @@ class Collect(Sink):
 
     ``results[node][frame.index] = value`` for each input node. When more than
     one source feeds the sink, keys are ``(source, index)`` so frames of
-    different sources never overwrite each other. ``collect.results`` is filled
+    different sources never overwrite each other (a source added while running
+    switches the keys of what was already collected too). ``collect.results`` is filled
     in the caller's process whatever the executor.
 
     Example::
@@ -31,8 +32,18 @@ class Collect(Sink):
     def open(self) -> None:
         self.results = {name: {} for name in self.context.inputs}
         self._by_source = len(self.context.sources) > 1
+        self._only_source = self.context.sources[0] if self.context.sources else None
 
     def write(self, frame: Frame) -> None:
+        if not self._by_source and frame.source != self._only_source:
+            if self._only_source is None:
+                self._only_source = frame.source
+            else:
+                self._by_source = True
+                self.results = {
+                    node: {(self._only_source, i): v for i, v in values.items()}
+                    for node, values in self.results.items()
+                }
         key: Any = (frame.source, frame.index) if self._by_source else frame.index
         for name in self.context.inputs:
             if name in frame.results:

@@ -28,8 +28,9 @@ class Synthetic(Source):
 
     seekable = True
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0,
-                 frames: int | None = None) -> None:
+    def __init__(
+        self, width: int = 640, height: int = 480, fps: float = 30.0, frames: int | None = None
+    ) -> None:
         if width < 16 or height < 16:
             raise ValueError(f"Synthetic: width and height must be >= 16, got {width}x{height}")
         if fps <= 0:
@@ -46,15 +47,23 @@ class Synthetic(Source):
         # Vertical shading so the pattern is not the same on every row.
         shade = np.linspace(0.55, 1.0, self.height, dtype=np.float32)[:, None, None]
         pattern = (row.astype(np.float32) * shade).astype(np.uint8)
-        first = int(round(ctx.start * self.fps))
+        first = round(ctx.start * self.fps)
         scale = max(0.6, self.height / 360)
         indices = itertools.count(first) if self.frames is None else range(first, self.frames)
         for index in indices:
             image = ctx.buffer((self.height, self.width, 3))
             shift = (index * 4) % period
-            np.copyto(image, pattern[:, shift:shift + self.width])
-            cv2.putText(image, f"#{index}", (10, int(40 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
-                        scale, (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
+            np.copyto(image, pattern[:, shift : shift + self.width])
+            cv2.putText(
+                image,
+                f"#{index}",
+                (10, int(40 * scale)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                (255, 255, 255),
+                max(1, int(2 * scale)),
+                cv2.LINE_AA,
+            )
             yield image, index / self.fps
 
     def describe(self) -> dict[str, Any]:
@@ -72,8 +81,9 @@ class StillImage(Source):
 
     seekable = True
 
-    def __init__(self, path: str | os.PathLike[str], fps: float = 30.0,
-                 frames: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], fps: float = 30.0, frames: int | None = None
+    ) -> None:
         self.path, self.fps, self.frames = os.fspath(path), float(fps), frames
 
     def open(self, ctx: SourceContext) -> Iterator[Captured]:
@@ -82,7 +92,7 @@ class StillImage(Source):
         still = cv2.imread(self.path, cv2.IMREAD_COLOR)
         if still is None:
             raise SourceError(ctx.name, f"not an image OpenCV can read: {self.path}")
-        first = int(round(ctx.start * self.fps))
+        first = round(ctx.start * self.fps)
         indices = itertools.count(first) if self.frames is None else range(first, self.frames)
         for index in indices:
             image = ctx.buffer(still.shape)
@@ -105,8 +115,9 @@ class Generator(Source):
     next frame is ready, like a camera) and is not paced in real-time mode.
     """
 
-    def __init__(self, source: Callable[[], Any] | Iterable[Any], fps: float = 30.0,
-                 live: bool = False) -> None:
+    def __init__(
+        self, source: Callable[[], Any] | Iterable[Any], fps: float = 30.0, live: bool = False
+    ) -> None:
         if not callable(source) and not isinstance(source, Iterable):
             raise TypeError(f"Generator: expected a callable or an iterable, got {type(source)!r}")
         self.source, self.fps, self.live = source, float(fps), live
@@ -128,6 +139,9 @@ def _as_bgr(node: str, image: Any, index: int) -> np.ndarray:
     if array.ndim == 2:
         array = cv2.cvtColor(array.astype(np.uint8, copy=False), cv2.COLOR_GRAY2BGR)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise SourceError(node, f"frame {index}: expected an HxWx3 uint8 image, "
-                                f"got shape {array.shape} dtype {array.dtype}")
+        raise SourceError(
+            node,
+            f"frame {index}: expected an HxWx3 uint8 image, "
+            f"got shape {array.shape} dtype {array.dtype}",
+        )
     return array

@@ -18,6 +18,7 @@ not).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import threading
@@ -56,15 +57,17 @@ class Handle:
     key: str = ""
 
     def with_key(self, key: str) -> Handle:
-        return Handle(self.segment, self.slot, self.shape, self.dtype, self.nslots,
-                      self.slot_bytes, key)
+        return Handle(
+            self.segment, self.slot, self.shape, self.dtype, self.nslots, self.slot_bytes, key
+        )
 
 
 class _Segment:
     """One mapped segment: its flag table and its slots."""
 
-    def __init__(self, name: str, nslots: int, slot_bytes: int, buf: Any,
-                 closer: Callable[[], None]) -> None:
+    def __init__(
+        self, name: str, nslots: int, slot_bytes: int, buf: Any, closer: Callable[[], None]
+    ) -> None:
         self.name, self.nslots, self.slot_bytes = name, nslots, slot_bytes
         self.buf = buf
         self.closer = closer
@@ -76,15 +79,18 @@ class _Segment:
         return _round_up(nslots * MAX_EDGES, _HEADER_ALIGN) + nslots * slot_bytes
 
     def array(self, slot: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        return np.ndarray(shape, np.dtype(dtype), buffer=self.buf,
-                          offset=self.data_offset + slot * self.slot_bytes)
+        return np.ndarray(
+            shape,
+            np.dtype(dtype),
+            buffer=self.buf,
+            offset=self.data_offset + slot * self.slot_bytes,
+        )
 
     def close(self) -> None:
         self.flags = None  # type: ignore[assignment]
-        try:
+        # A view may still be alive somewhere: then the mapping goes with the process.
+        with contextlib.suppress(BufferError):
             self.closer()
-        except BufferError:
-            pass  # a view is still alive somewhere; the mapping goes with the process
 
 
 def _attach(name: str) -> tuple[Any, Callable[[], None]]:
@@ -95,7 +101,7 @@ def _attach(name: str) -> tuple[Any, Callable[[], None]]:
     segment its owner still uses.
     """
     try:
-        from _posixshmem import shm_open  # type: ignore[import-not-found]
+        from _posixshmem import shm_open
 
         fd = shm_open("/" + name, os.O_RDWR, mode=0o600)
     except ImportError:  # pragma: no cover - non-POSIX
@@ -119,8 +125,13 @@ class SharedFrames:
         max_bytes: how much memory this worker's segments may take in all.
     """
 
-    def __init__(self, prefix: str, on_segment: Callable[[str], None] | None = None,
-                 stop: threading.Event | None = None, max_bytes: int = 2 << 30) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        on_segment: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
+        max_bytes: int = 2 << 30,
+    ) -> None:
         self.prefix = prefix
         self.on_segment = on_segment
         self.stop = stop or threading.Event()
@@ -146,8 +157,9 @@ class SharedFrames:
                     if free.size:
                         slot = int(free[0])
                         segment.flags[slot, 0] = 1
-                        handle = Handle(segment.name, slot, tuple(shape), dtype,
-                                        segment.nslots, slot_bytes)
+                        handle = Handle(
+                            segment.name, slot, tuple(shape), dtype, segment.nslots, slot_bytes
+                        )
                         return segment.array(slot, tuple(shape), dtype), handle
                 if self._grow(slot_bytes):
                     continue
@@ -191,8 +203,9 @@ class SharedFrames:
                 segment = self._mapped.get(handle.segment)
                 if segment is None:
                     buf, closer = _attach(handle.segment)
-                    segment = _Segment(handle.segment, handle.nslots, handle.slot_bytes, buf,
-                                       closer)
+                    segment = _Segment(
+                        handle.segment, handle.nslots, handle.slot_bytes, buf, closer
+                    )
                     self._mapped[handle.segment] = segment
         return segment
 
@@ -224,8 +237,9 @@ class SharedFrames:
     def in_use(self) -> int:
         """Slots of this worker's own segments that are still held (for tests)."""
         with self._lock:
-            return sum(int(s.flags.any(axis=1).sum()) for group in self._owned.values()
-                       for s in group)
+            return sum(
+                int(s.flags.any(axis=1).sum()) for group in self._owned.values() for s in group
+            )
 
     def close(self) -> None:
         """Unmap everything. Owned segments are unlinked by the run's owner, not here."""
@@ -246,13 +260,13 @@ def unlink(name: str, *, tracked: bool = True) -> bool:
     here, once, after unlinking.
     """
     if tracked:
-        try:
-            resource_tracker.unregister("/" + name if not name.startswith("/") else name,
-                                        "shared_memory")
-        except Exception:  # the tracker is gone: nothing to tell it
-            pass
+        # If the tracker is gone there is nothing to tell it.
+        with contextlib.suppress(Exception):
+            resource_tracker.unregister(
+                "/" + name if not name.startswith("/") else name, "shared_memory"
+            )
     try:
-        from _posixshmem import shm_unlink  # type: ignore[import-not-found]
+        from _posixshmem import shm_unlink
 
         shm_unlink("/" + name)
     except FileNotFoundError:
@@ -267,7 +281,7 @@ def unlink(name: str, *, tracked: bool = True) -> bool:
 
 def sweep(prefix: str) -> list[str]:
     """Unlink every segment whose name starts with ``prefix`` (Linux: lists /dev/shm)."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir("/dev/shm")
     except OSError:
