@@ -240,3 +240,23 @@ def test_generator_and_still_image_sources(executor: str, tmp_path) -> None:  # 
     assert {k: v for k, v in results.items() if k[0] == "img"} == {
         ("img", i): ("img", 200, (32, 48)) for i in range(4)
     }
+
+
+@pytest.mark.parametrize("pipeline_executor", ["threads", "processes"])
+def test_per_node_executor_override(pipeline_executor: str) -> None:
+    import os
+
+    other = "processes" if pipeline_executor == "threads" else "threads"
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", synthetic(20))
+    here = pipe.stage("here", lambda f: os.getpid(), after=cam)
+    moved = pipe.stage("moved", lambda f: os.getpid(), after=here, executor=other)
+    collect = fp.sinks.Collect()
+    pipe.sink("out", collect, after=[here, moved])
+    pipe.run(mode="offline", executor=pipeline_executor)
+    here_pids = set(collect.results["here"].values())
+    moved_pids = set(collect.results["moved"].values())
+    assert len(here_pids) == len(moved_pids) == 1
+    assert here_pids != moved_pids
+    assert (os.getpid() in moved_pids) == (other == "threads")
+    assert len(collect.results["moved"]) == 20
