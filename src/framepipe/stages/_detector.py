@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 
 from .._errors import ModelError
@@ -45,7 +46,10 @@ _STRIDES = (8, 16, 32)
 
 
 def make_detections(
-    xyxy: np.ndarray, confidence: np.ndarray, class_id: np.ndarray, class_name: np.ndarray,
+    xyxy: npt.ArrayLike,
+    confidence: npt.ArrayLike,
+    class_id: npt.ArrayLike,
+    class_name: npt.ArrayLike,
     **metadata: Any,
 ) -> sv.Detections:
     """``sv.Detections`` with framepipe's fixed set of fields, also when empty.
@@ -63,6 +67,20 @@ def make_detections(
     )
 
 
+def clip_boxes(xyxy: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Clip ``N x 4`` xyxy boxes to a ``width`` x ``height`` frame, in place; returns them."""
+    np.clip(xyxy, 0, np.array([width, height, width, height], xyxy.dtype), out=xyxy)
+    return xyxy
+
+
+def shrink(image: np.ndarray, max_width: int | None) -> tuple[np.ndarray, float]:
+    """``image`` scaled down to at most ``max_width`` wide, and the scale used (1.0: as is)."""
+    if max_width is None or image.shape[1] <= max_width:
+        return image, 1.0
+    scale = max_width / image.shape[1]
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+
+
 @dataclass(frozen=True, slots=True)
 class _Letterbox:
     """How one frame was fitted into the network input; ``undo`` maps boxes back."""
@@ -77,9 +95,7 @@ class _Letterbox:
         out = xyxy.copy()
         out[:, [0, 2]] = (out[:, [0, 2]] - self.left) / self.ratio
         out[:, [1, 3]] = (out[:, [1, 3]] - self.top) / self.ratio
-        np.clip(out[:, [0, 2]], 0, self.width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.height, out=out[:, [1, 3]])
-        return out
+        return clip_boxes(out, self.width, self.height)
 
 
 class Detector(Stage):
@@ -153,13 +169,15 @@ class Detector(Stage):
         max_det: int = 300,
     ) -> None:
         if not 0.0 <= conf <= 1.0 or not 0.0 < iou <= 1.0:
-            raise ValueError(f"Detector: conf must be in [0, 1] and iou in (0, 1], "
-                             f"got conf={conf}, iou={iou}")
+            raise ValueError(
+                f"Detector: conf must be in [0, 1] and iou in (0, 1], got conf={conf}, iou={iou}"
+            )
         if batch < 1:
             raise ValueError(f"Detector: batch must be >= 1, got {batch}")
         if layout not in ("auto", "yolox", "yolov5", "yolov8"):
-            raise ValueError(f"Detector: layout must be auto, yolox, yolov5 or yolov8, "
-                             f"got {layout!r}")
+            raise ValueError(
+                f"Detector: layout must be auto, yolox, yolov5 or yolov8, got {layout!r}"
+            )
         self.model = model
         self.conf, self.iou = float(conf), float(iou)
         self.classes = None if classes is None else tuple(classes)
@@ -204,8 +222,7 @@ class Detector(Stage):
         session = self._session
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
-            raise ModelError(f"{path}: expected one image input, found "
-                             f"{[i.name for i in inputs]}")
+            raise ModelError(f"{path}: expected one image input, found {[i.name for i in inputs]}")
         shape = list(inputs[0].shape)
         if len(shape) != 4:
             raise ModelError(f"{path}: expected an input of shape [B, 3, H, W], got {shape}")
@@ -235,8 +252,10 @@ class Detector(Stage):
     def _names_for(self, num_classes: int) -> tuple[str, ...]:
         if self.class_names is not None:
             if len(self.class_names) != num_classes:
-                raise ModelError(f"{self._path}: class_names has {len(self.class_names)} "
-                                 f"names but the model outputs {num_classes} classes")
+                raise ModelError(
+                    f"{self._path}: class_names has {len(self.class_names)} "
+                    f"names but the model outputs {num_classes} classes"
+                )
             return self.class_names
         from_meta = _meta_names(self._meta)
         if from_meta is not None and len(from_meta) == num_classes:
@@ -294,11 +313,15 @@ class Detector(Stage):
         xyxy, scores, class_ids = decoder.decode(raw.astype(np.float32, copy=False), self.conf)
         if len(scores):
             xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-            keep = cv2.dnn.NMSBoxesBatched(
-                xywh.tolist(), scores.tolist(), class_ids.tolist(), self.conf, self.iou,
+            picked = cv2.dnn.NMSBoxesBatched(
+                xywh.tolist(),
+                scores.tolist(),
+                class_ids.tolist(),
+                self.conf,
+                self.iou,
                 top_k=self.max_det,
             )
-            keep = np.asarray(keep, np.int64).reshape(-1)
+            keep = np.asarray(picked, np.int64).reshape(-1)
             xyxy, scores, class_ids = box.undo(xyxy[keep]), scores[keep], class_ids[keep]
         names = np.asarray(decoder.names, dtype=str)[class_ids]
         return make_detections(xyxy, scores, class_ids, names, frame_index=index)
@@ -310,8 +333,14 @@ class Detector(Stage):
 class _Decoder:
     """Turns one image's raw output into candidate boxes in network-input pixels."""
 
-    def __init__(self, layout: str, input_hw: tuple[int, int], num_classes: int,
-                 names: tuple[str, ...], keep: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        layout: str,
+        input_hw: tuple[int, int],
+        num_classes: int,
+        names: tuple[str, ...],
+        keep: np.ndarray | None,
+    ) -> None:
         self.layout, self.num_classes, self.names, self.keep = layout, num_classes, names, keep
         if layout == "yolox":
             self.grid, self.stride = _yolox_grid(input_hw)
@@ -350,20 +379,22 @@ def _yolox_grid(input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
         strides.append(np.full((h * w, 1), stride))
-    return (np.concatenate(grids).astype(np.float32),
-            np.concatenate(strides).astype(np.float32))
+    return (np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32))
 
 
 def _yolox_cells(input_hw: tuple[int, int]) -> int:
     return sum((input_hw[0] // s) * (input_hw[1] // s) for s in _STRIDES)
 
 
-def _infer_layout(requested: Layout, input_hw: tuple[int, int], out_shape: tuple[int, ...],
-                  meta: dict[str, str]) -> tuple[str, int]:
+def _infer_layout(
+    requested: Layout, input_hw: tuple[int, int], out_shape: tuple[int, ...], meta: dict[str, str]
+) -> tuple[str, int]:
     """``(layout, number of classes)`` for a model with output shape ``out_shape``."""
     if len(out_shape) != 3:
-        raise ModelError(f"expected a detection output of rank 3 ([B, N, 5+C] or [B, 4+C, N]), "
-                         f"got shape {list(out_shape)}")
+        raise ModelError(
+            f"expected a detection output of rank 3 ([B, N, 5+C] or [B, 4+C, N]), "
+            f"got shape {list(out_shape)}"
+        )
     _, a, b = out_shape
     cells = _yolox_cells(input_hw)
     if requested == "yolov8" or (requested == "auto" and a < b):
@@ -379,8 +410,9 @@ def _infer_layout(requested: Layout, input_hw: tuple[int, int], out_shape: tuple
         if layout == "yolov8":
             layout = "yolov5"
     if num_classes < 1:
-        raise ModelError(f"output shape {list(out_shape)} leaves no class scores for layout "
-                         f"{layout}")
+        raise ModelError(
+            f"output shape {list(out_shape)} leaves no class scores for layout {layout}"
+        )
     return layout, num_classes
 
 
@@ -425,8 +457,9 @@ def _meta_imgsz(meta: dict[str, str]) -> tuple[int, int] | None:
     return None
 
 
-def _class_filter(classes: tuple[str | int, ...] | None,
-                  names: tuple[str, ...]) -> np.ndarray | None:
+def _class_filter(
+    classes: tuple[str | int, ...] | None, names: tuple[str, ...]
+) -> np.ndarray | None:
     """A boolean mask over class ids, or ``None`` to keep every class."""
     if classes is None:
         return None
@@ -435,19 +468,23 @@ def _class_filter(classes: tuple[str | int, ...] | None,
     for item in classes:
         if isinstance(item, str):
             if item not in index:
-                raise ModelError(f"classes: {item!r} is not one of the model's class names "
-                                 f"(e.g. {', '.join(names[:8])}...)")
+                raise ModelError(
+                    f"classes: {item!r} is not one of the model's class names "
+                    f"(e.g. {', '.join(names[:8])}...)"
+                )
             keep[index[item]] = True
         else:
             if not 0 <= int(item) < len(names):
-                raise ModelError(f"classes: id {item} is out of range for a model with "
-                                 f"{len(names)} classes")
+                raise ModelError(
+                    f"classes: id {item} is out of range for a model with {len(names)} classes"
+                )
             keep[int(item)] = True
     return keep
 
 
-def _letterbox(image: np.ndarray, size: tuple[int, int],
-               centred: bool) -> tuple[np.ndarray, _Letterbox]:
+def _letterbox(
+    image: np.ndarray, size: tuple[int, int], centred: bool
+) -> tuple[np.ndarray, _Letterbox]:
     """Fit ``image`` into ``size`` keeping its aspect ratio; grey 114 fills the rest."""
     height, width = image.shape[:2]
     ratio = min(size[0] / height, size[1] / width)
@@ -459,9 +496,12 @@ def _letterbox(image: np.ndarray, size: tuple[int, int],
         new_w, new_h = int(width * ratio), int(height * ratio)
         left = top = 0
     canvas = np.full((size[0], size[1], 3), 114, np.uint8)
-    resized = image if (new_w, new_h) == (width, height) else cv2.resize(
-        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas[top:top + new_h, left:left + new_w] = resized
+    resized = (
+        image
+        if (new_w, new_h) == (width, height)
+        else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    )
+    canvas[top : top + new_h, left : left + new_w] = resized
     return canvas, _Letterbox(ratio, left, top, width, height)
 
 
@@ -477,9 +517,11 @@ def _provider_names(providers: str | Sequence[str] | None) -> tuple[str, ...]:
             continue
         full = PROVIDER_ALIASES.get(item.lower(), item)
         if not full.endswith("ExecutionProvider"):
-            raise ValueError(f"Detector: unknown execution provider {item!r}; use one of "
-                             f"{', '.join(PROVIDER_ALIASES)}, 'auto', or a full onnxruntime "
-                             f"name such as 'CUDAExecutionProvider'")
+            raise ValueError(
+                f"Detector: unknown execution provider {item!r}; use one of "
+                f"{', '.join(PROVIDER_ALIASES)}, 'auto', or a full onnxruntime "
+                f"name such as 'CUDAExecutionProvider'"
+            )
         names.append(full)
     return tuple(names)
 
@@ -492,9 +534,11 @@ def _choose_providers(requested: tuple[str, ...], available: Sequence[str]) -> l
             chosen.extend(p for p in _AUTO_ORDER if p in available and p not in chosen)
             continue
         if name not in available:
-            raise ModelError(f"execution provider {name} was asked for but this onnxruntime "
-                             f"offers only {', '.join(available)} (a GPU provider needs the "
-                             f"matching onnxruntime package, e.g. onnxruntime-gpu)")
+            raise ModelError(
+                f"execution provider {name} was asked for but this onnxruntime "
+                f"offers only {', '.join(available)} (a GPU provider needs the "
+                f"matching onnxruntime package, e.g. onnxruntime-gpu)"
+            )
         if name not in chosen:
             chosen.append(name)
     if "CPUExecutionProvider" not in chosen:

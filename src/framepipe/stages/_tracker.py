@@ -11,11 +11,12 @@ from scipy.optimize import linear_sum_assignment
 
 from .._frame import Frame
 from .._stage import Stage
-from ._detector import make_detections
+from ._detector import clip_boxes, make_detections
 
 
-def find_detections(frame: Frame, name: str | None, *,
-                    tracked: bool = False) -> tuple[str | None, sv.Detections | None]:
+def find_detections(
+    frame: Frame, name: str | None, *, tracked: bool = False
+) -> tuple[str | None, sv.Detections | None]:
     """``(result name, detections)`` from ``frame.results``.
 
     With ``name`` that result (``None`` when absent); else the newest
@@ -29,6 +30,21 @@ def find_detections(frame: Frame, name: str | None, *,
         if isinstance(value, sv.Detections) and (not tracked or value.tracker_id is not None):
             return key, value
     return None, None
+
+
+def same_result(value: sv.Detections | None, last: sv.Detections | None) -> bool:
+    """Whether ``value`` is ``last`` carried forward by a pipeline, not a new result.
+
+    In one process a carried-forward result is the very same object; across
+    processes it arrives as an equal copy, recognised by the index of the frame
+    it was computed on (``metadata["frame_index"]``, which built-in stages set).
+    """
+    if value is last:
+        return True
+    if value is None or last is None:
+        return False
+    index = value.metadata.get("frame_index")
+    return index is not None and index == last.metadata.get("frame_index")
 
 
 # -- Kalman filter over (cx, cy, aspect, height) and their velocities ---------------------------
@@ -51,29 +67,51 @@ def _xyxy_to_xyah(xyxy: np.ndarray) -> np.ndarray:
 def _xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     w = xyah[:, 2] * xyah[:, 3]
     h = xyah[:, 3]
-    return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - h / 2,
-                     xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1)
+    return np.stack(
+        [xyah[:, 0] - w / 2, xyah[:, 1] - h / 2, xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1
+    )
 
 
 def _kf_initiate(xyah: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h = xyah[3]
-    std = np.array([2 * _POS_WEIGHT * h, 2 * _POS_WEIGHT * h, 1e-2, 2 * _POS_WEIGHT * h,
-                    10 * _VEL_WEIGHT * h, 10 * _VEL_WEIGHT * h, 1e-5, 10 * _VEL_WEIGHT * h])
+    std = np.array(
+        [
+            2 * _POS_WEIGHT * h,
+            2 * _POS_WEIGHT * h,
+            1e-2,
+            2 * _POS_WEIGHT * h,
+            10 * _VEL_WEIGHT * h,
+            10 * _VEL_WEIGHT * h,
+            1e-5,
+            10 * _VEL_WEIGHT * h,
+        ]
+    )
     return np.concatenate([xyah, np.zeros(4)]), np.diag(std**2)
 
 
 def _kf_predict(means: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Advance ``N`` tracks one step: ``means`` is ``N x 8``, ``covs`` ``N x 8 x 8``."""
     h = means[:, 3]
-    std = np.stack([_POS_WEIGHT * h, _POS_WEIGHT * h, np.full_like(h, 1e-2), _POS_WEIGHT * h,
-                    _VEL_WEIGHT * h, _VEL_WEIGHT * h, np.full_like(h, 1e-5), _VEL_WEIGHT * h],
-                   axis=1)
+    std = np.stack(
+        [
+            _POS_WEIGHT * h,
+            _POS_WEIGHT * h,
+            np.full_like(h, 1e-2),
+            _POS_WEIGHT * h,
+            _VEL_WEIGHT * h,
+            _VEL_WEIGHT * h,
+            np.full_like(h, 1e-5),
+            _VEL_WEIGHT * h,
+        ],
+        axis=1,
+    )
     noise = np.einsum("ni,ij->nij", std**2, np.eye(8))
     return means @ _F.T, _F @ covs @ _F.T + noise
 
 
-def _kf_update(mean: np.ndarray, cov: np.ndarray,
-               xyah: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _kf_update(
+    mean: np.ndarray, cov: np.ndarray, xyah: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     h = mean[3]
     std = np.array([_POS_WEIGHT * h, _POS_WEIGHT * h, 1e-1, _POS_WEIGHT * h])
     projected_cov = _H @ cov @ _H.T + np.diag(std**2)
@@ -109,8 +147,17 @@ def _assign(cost: np.ndarray, limit: float) -> tuple[list[tuple[int, int]], list
     pairs = [(int(i), int(j)) for i, j in zip(r, c, strict=True) if cost[i, j] <= limit]
     matched_rows = {i for i, _ in pairs}
     matched_cols = {j for _, j in pairs}
-    return (pairs, [i for i in range(rows) if i not in matched_rows],
-            [j for j in range(cols) if j not in matched_cols])
+    return (
+        pairs,
+        [i for i in range(rows) if i not in matched_rows],
+        [j for j in range(cols) if j not in matched_cols],
+    )
+
+
+def _row(detections: sv.Detections, j: int) -> sv.Detections:
+    row = detections[j : j + 1]
+    assert isinstance(row, sv.Detections)
+    return row
 
 
 @dataclass(slots=True, eq=False)
@@ -118,9 +165,7 @@ class _Track:
     mean: np.ndarray
     cov: np.ndarray
     row: sv.Detections  # the last detection matched, to carry its fields forward
-    score: float
     last_seen: float
-    hits: int = 1
     track_id: int = 0  # public id, given on confirmation; 0 while unconfirmed
     lost: bool = False
 
@@ -145,7 +190,8 @@ class Tracker(Stage):
 
     A detector slower than the tracker: in a pipeline where the detector runs at a
     lower rate, the tracker still gets every frame and the detector's newest result
-    is carried forward - the very same object as on the previous frame. The tracker
+    is carried forward - the very same object as on the previous frame (an equal
+    copy across processes, with the same ``metadata["frame_index"]``). The tracker
     recognises that (and a frame with no detections result yet) and only *predicts*:
     every track moves on by its Kalman velocity and confirmed tracks are returned at
     their predicted boxes, with ``metadata["predicted"] = True``. Counters downstream
@@ -172,19 +218,31 @@ class Tracker(Stage):
         # frame.results["track"].tracker_id -> array([1, 2, 5])
     """
 
-    def __init__(self, detections: str | None = "detect", *, track_thresh: float = 0.5,
-                 low_thresh: float = 0.1, new_track_thresh: float | None = None,
-                 match_thresh: float = 0.8, lost_track_seconds: float = 1.0,
-                 frame_rate: float | None = None) -> None:
+    def __init__(
+        self,
+        detections: str | None = "detect",
+        *,
+        track_thresh: float = 0.5,
+        low_thresh: float = 0.1,
+        new_track_thresh: float | None = None,
+        match_thresh: float = 0.8,
+        lost_track_seconds: float = 1.0,
+        frame_rate: float | None = None,
+    ) -> None:
         if not 0.0 <= low_thresh <= track_thresh <= 1.0:
-            raise ValueError(f"Tracker: need 0 <= low_thresh <= track_thresh <= 1, got "
-                             f"low_thresh={low_thresh}, track_thresh={track_thresh}")
+            raise ValueError(
+                f"Tracker: need 0 <= low_thresh <= track_thresh <= 1, got "
+                f"low_thresh={low_thresh}, track_thresh={track_thresh}"
+            )
         if frame_rate is not None and frame_rate <= 0:
             raise ValueError(f"Tracker: frame_rate must be > 0, got {frame_rate}")
         self.detections = detections
         self.track_thresh, self.low_thresh = float(track_thresh), float(low_thresh)
-        self.new_track_thresh = (min(1.0, self.track_thresh + 0.1) if new_track_thresh is None
-                                 else float(new_track_thresh))
+        self.new_track_thresh = (
+            min(1.0, self.track_thresh + 0.1)
+            if new_track_thresh is None
+            else float(new_track_thresh)
+        )
         self.match_thresh = float(match_thresh)
         self.lost_track_seconds = float(lost_track_seconds)
         self.frame_rate = frame_rate
@@ -212,11 +270,12 @@ class Tracker(Stage):
         key, detections = find_detections(frame, self.detections)
         if detections is None:
             self._warn_missing(frame)
-        fresh = detections is not None and detections is not self._last_input
+        fresh = detections is not None and not same_result(detections, self._last_input)
         self._last_input = detections
         if self._tracks:
-            means, covs = _kf_predict(np.stack([t.mean for t in self._tracks]),
-                                      np.stack([t.cov for t in self._tracks]))
+            means, covs = _kf_predict(
+                np.stack([t.mean for t in self._tracks]), np.stack([t.cov for t in self._tracks])
+            )
             for track, mean, cov in zip(self._tracks, means, covs, strict=True):
                 track.mean, track.cov = mean, cov
         if fresh:
@@ -224,16 +283,25 @@ class Tracker(Stage):
             out = self._update(detections, now)
         else:
             out = self._predicted(frame)
-        self._tracks = [t for t in self._tracks
-                        if not (t.lost and now - t.last_seen > self.lost_track_seconds)]
-        out.metadata = {**out.metadata, "source": key, "predicted": not fresh}
+        self._tracks = [
+            t for t in self._tracks if not (t.lost and now - t.last_seen > self.lost_track_seconds)
+        ]
+        out.metadata = {
+            **out.metadata,
+            "frame_index": frame.index,
+            "source": key,
+            "predicted": not fresh,
+        }
         return out
 
     def _update(self, detections: sv.Detections, now: float) -> sv.Detections:
         self._updates += 1
         n = len(detections)
-        scores = (np.ones(n, np.float32) if detections.confidence is None
-                  else detections.confidence.astype(np.float32))
+        scores = (
+            np.ones(n, np.float32)
+            if detections.confidence is None
+            else detections.confidence.astype(np.float32)
+        )
         boxes = np.asarray(detections.xyxy, np.float64)
         high = np.flatnonzero(scores >= self.track_thresh)
         low = np.flatnonzero((scores >= self.low_thresh) & (scores < self.track_thresh))
@@ -257,16 +325,20 @@ class Tracker(Stage):
 
         # 3. Unconfirmed tracks get one more chance with the remaining high detections.
         left = high[rest_high]
-        cost = 1.0 - _iou(np.array([t.xyxy for t in unconfirmed]).reshape(-1, 4),
-                          boxes[left]) * scores[left][None, :]
+        cost = (
+            1.0
+            - _iou(np.array([t.xyxy for t in unconfirmed]).reshape(-1, 4), boxes[left])
+            * scores[left][None, :]
+        )
         pairs, rest_unconfirmed, rest_left = _assign(cost, 0.7)
         matched += [(unconfirmed[i], int(left[j])) for i, j in pairs]
         dropped = {id(unconfirmed[i]) for i in rest_unconfirmed}
 
         for track, j in matched:
-            track.mean, track.cov = _kf_update(track.mean, track.cov, _xyxy_to_xyah(boxes[j:j + 1])[0])
-            track.row, track.score, track.last_seen = detections[j:j + 1], float(scores[j]), now
-            track.hits += 1
+            track.mean, track.cov = _kf_update(
+                track.mean, track.cov, _xyxy_to_xyah(boxes[j : j + 1])[0]
+            )
+            track.row, track.last_seen = _row(detections, j), now
             track.lost = False
             if not track.track_id:
                 self._confirm(track)
@@ -276,8 +348,8 @@ class Tracker(Stage):
         for j in left[rest_left]:
             if scores[j] < self.new_track_thresh:
                 continue
-            mean, cov = _kf_initiate(_xyxy_to_xyah(boxes[j:j + 1])[0])
-            track = _Track(mean, cov, detections[j:j + 1], float(scores[j]), now)
+            mean, cov = _kf_initiate(_xyxy_to_xyah(boxes[j : j + 1])[0])
+            track = _Track(mean, cov, _row(detections, j), now)
             if self._updates == 1:
                 self._confirm(track)  # nothing to confirm against on the first frame
             born.append((track, int(j)))
@@ -286,6 +358,7 @@ class Tracker(Stage):
         shown = [(t, j) for t, j in matched + born if t.track_id]
         shown.sort(key=lambda pair: pair[1])
         out = detections[np.array([j for _, j in shown], dtype=np.int64)]
+        assert isinstance(out, sv.Detections)
         out.tracker_id = np.array([t.track_id for t, _ in shown], dtype=np.int64)
         return out
 
@@ -302,8 +375,7 @@ class Tracker(Stage):
         out = sv.Detections.merge([t.row for t in shown])
         height, width = frame.shape
         boxes = np.array([t.xyxy for t in shown], np.float32)
-        np.clip(boxes[:, [0, 2]], 0, width, out=boxes[:, [0, 2]])
-        np.clip(boxes[:, [1, 3]], 0, height, out=boxes[:, [1, 3]])
+        clip_boxes(boxes, width, height)
         out.xyxy = boxes
         out.tracker_id = np.array([t.track_id for t in shown], dtype=np.int64)
         return out
@@ -316,7 +388,11 @@ class Tracker(Stage):
         if context is not None:
             context.logger.warning(
                 "%r: no detections named %r in frame.results (has: %s); predicting only until "
-                "they arrive", context.name, self.detections, ", ".join(frame.results))
+                "they arrive",
+                context.name,
+                self.detections,
+                ", ".join(frame.results),
+            )
 
     def __repr__(self) -> str:
         return f"Tracker(detections={self.detections!r})"
