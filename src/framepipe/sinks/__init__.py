@@ -2,5 +2,8 @@
 
 from ._base import Sink, SinkContext
 from ._collect import Callback, Collect
+from ._jsonl import JsonLines
+from ._video import VideoFile
+from ._webhook import Webhook
 
-__all__ = ["Callback", "Collect", "Sink", "SinkContext"]
+__all__ = ["Callback", "Collect", "JsonLines", "Sink", "SinkContext", "VideoFile", "Webhook"]

@@ -31,8 +31,8 @@ anything else               its ``repr`` (cut at 1000 characters), never an exce
 
 Example::
 
-    >>> dumps({"count": np.int64(3), "frame": np.zeros((480, 640, 3), np.uint8)})
-    '{"count":3,"frame":{"image":[480,640,3]}}'
+    dumps({"count": np.int64(3), "frame": np.zeros((480, 640, 3), np.uint8)})
+    # '{"count":3,"frame":{"image":[480,640,3]}}'
 """
 
 from __future__ import annotations
@@ -142,8 +142,9 @@ def _convert(value: Any, depth: int) -> Any:
         return [_convert(item, depth + 1) for item in _sorted_if_possible(value)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         # Field by field rather than dataclasses.asdict(), which deep-copies every array.
-        return {f.name: _convert(getattr(value, f.name), depth + 1)
-                for f in dataclasses.fields(value)}
+        return {
+            f.name: _convert(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)
+        }
     if isinstance(value, os.PathLike):
         return os.fsdecode(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -201,8 +202,10 @@ def _detections(detections: Any, depth: int) -> list[dict[str, Any]]:
         if column is not None:
             columns.append((name, column))
     columns.extend((str(key), column) for key, column in (detections.data or {}).items())
-    return [{name: _convert(column[i], depth + 1) for name, column in columns}
-            for i in range(len(detections))]
+    return [
+        {name: _convert(column[i], depth + 1) for name, column in columns}
+        for i in range(len(detections))
+    ]
 
 
 def _key(key: Any) -> str:

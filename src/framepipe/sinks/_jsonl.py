@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class JsonLines(Sink):
         self.append = append
         #: Lines written by the run (read it after the run, whatever the executor).
         self.lines = 0
-        self._file: Any = None
+        self._file: io.FileIO | None = None
 
     def open(self) -> None:
         self.lines = 0
@@ -51,12 +52,17 @@ class JsonLines(Sink):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Unbuffered: each write() below is one system call, so no line waits in
             # user space when the process ends without close().
+            # Kept open across calls, closed by close(): not a with-block.
             self._file = open(self.path, "ab" if self.append else "wb", buffering=0)  # noqa: SIM115
         except OSError as exc:
-            raise SinkError(self.context.name, f"cannot open {str(self.path)!r} for writing "
-                                               f"JSON lines: {exc.strerror or exc}") from exc
+            raise SinkError(
+                self.context.name,
+                f"cannot open {str(self.path)!r} for writing JSON lines: {exc}",
+            ) from exc
 
     def write(self, frame: Frame) -> None:
+        if self._file is None:
+            raise SinkError(self.context.name, "write() before open() or after close()")
         records = frame_records(frame, self.context.inputs or frame.results)
         if not records:
             return
@@ -64,10 +70,11 @@ class JsonLines(Sink):
         try:
             view = memoryview(data)
             while view:  # a raw write may be partial; finish the block
-                view = view[self._file.write(view):]
+                view = view[self._file.write(view) :]
         except OSError as exc:
-            raise SinkError(self.context.name, f"cannot write to {str(self.path)!r}: "
-                                               f"{exc.strerror or exc}") from exc
+            raise SinkError(
+                self.context.name, f"cannot write to {str(self.path)!r}: {exc}"
+            ) from exc
         self.lines += len(records)
 
     def close(self) -> None:
