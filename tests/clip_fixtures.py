@@ -139,10 +139,13 @@ class Clip:
     size: tuple[int, int]
     codec: str
     #: The presentation time of each frame in seconds, as written.
-    times: tuple[float, ...]
+    times: tuple[float, ...] = field(repr=False)
     has_audio: bool = False
 
     def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
         return str(self.path)
 
 

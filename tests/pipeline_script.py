@@ -1,6 +1,6 @@
 """A pipeline run as a separate program by the shutdown tests.
 
-Usage: python pipeline_script.py EXECUTOR MARKER_FILE
+Usage: python pipeline_script.py EXECUTOR MARKER_FILE [run|start]
 Prints "running" once frames flow, then runs until stopped.
 Exit codes: 0 normal end, 130 Ctrl-C, 143 SIGTERM, 3 a framepipe error.
 """
@@ -14,6 +14,7 @@ from stages_for_tests import MarkerSink, Sleepy
 
 if __name__ == "__main__":
     executor, marker = sys.argv[1], sys.argv[2]
+    how = sys.argv[3] if len(sys.argv) > 3 else "run"
     pipe = fp.Pipeline()
     cam = pipe.source("cam", fp.sources.Synthetic(width=640, height=480, fps=30))
     fast = pipe.stage("fast", lambda f: f.index, after=cam)
@@ -30,6 +31,10 @@ if __name__ == "__main__":
 
     threading.Thread(target=announce, daemon=True).start()
     try:
+        if how == "start":  # the caller keeps doing its own work while the pipeline runs
+            with pipe.start(mode="realtime", executor=executor):
+                while True:
+                    time.sleep(0.05)
         pipe.run(mode="realtime", executor=executor)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -26,14 +26,14 @@ def shm_names() -> set[str]:
 class Program:
     """The pipeline script in its own session (so Ctrl-C can go to its whole group)."""
 
-    def __init__(self, executor: str, marker: Path) -> None:
+    def __init__(self, executor: str, marker: Path, how: str = "run") -> None:
         self.before = shm_names()
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         }
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "pipeline_script.py"), executor, str(marker)],
+            [sys.executable, str(HERE / "pipeline_script.py"), executor, str(marker), how],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -97,6 +97,16 @@ def test_ctrl_c_stops_cleanly(program: tuple[Program, Path]) -> None:
 
 def test_sigterm_stops_cleanly(program: tuple[Program, Path]) -> None:
     prog, marker = program
+    os.kill(prog.proc.pid, signal.SIGTERM)
+    assert prog.wait() == 143
+    assert marker.read_text().splitlines()[-1] == "closed"
+    prog.assert_nothing_left()
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_sigterm_while_the_caller_does_other_work(executor: str, tmp_path: Path) -> None:
+    marker = tmp_path / "out.txt"
+    prog = Program(executor, marker, how="start")
     os.kill(prog.proc.pid, signal.SIGTERM)
     assert prog.wait() == 143
     assert marker.read_text().splitlines()[-1] == "closed"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
 import threading
 import time
+import weakref
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,59 @@ if TYPE_CHECKING:
 log = logging.getLogger("framepipe")
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived while the caller was waiting on a run."""
+class _Terminated(SystemExit):
+    """SIGTERM arrived: exit with status 143 once running pipelines have stopped cleanly.
+
+    A ``SystemExit``, so ``with`` blocks and ``finally`` clauses in the caller's
+    code run, and any run still going is stopped at exit (see ``_stop_all``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+_running: weakref.WeakSet[Run] = weakref.WeakSet()
+_signal_lock = threading.Lock()
+_previous_sigterm: Any = None
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _watch_sigterm(run: Run) -> None:
+    """While any run is going, SIGTERM stops runs cleanly instead of killing the process."""
+    global _previous_sigterm
+    with _signal_lock:
+        _running.add(run)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if _previous_sigterm is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            _previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _unwatch_sigterm(run: Run) -> None:
+    global _previous_sigterm
+    with _signal_lock:
+        _running.discard(run)
+        if (
+            not _running
+            and _previous_sigterm is not None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            signal.signal(signal.SIGTERM, _previous_sigterm)
+            _previous_sigterm = None
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At interpreter exit (SystemExit, end of script), stop runs still going: sinks
+    close and flush, workers exit, shared memory is unlinked."""
+    for run in list(_running):
+        try:
+            run.stop()
+        except BaseException:  # exiting anyway: stop the others too
+            log.exception("framepipe: error while stopping a run at exit")
 
 
 class Run:
@@ -66,6 +119,7 @@ class Run:
         else:
             self._executor = LocalExecutor(self.plan, threaded=self.executor_name == "threads")
         self.started_at = time.monotonic()
+        _watch_sigterm(self)
         try:
             self._executor.start()
         except BaseException:
@@ -97,28 +151,20 @@ class Run:
         return done
 
     def join(self) -> None:
-        """Wait for the end; handle Ctrl-C and SIGTERM; raise the run's error, if any."""
-        previous = None
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        """Wait for the end; handle Ctrl-C and SIGTERM; raise the run's error, if any.
+
+        On Ctrl-C the run stops cleanly and ``KeyboardInterrupt`` is re-raised; on
+        SIGTERM it stops cleanly and ``SystemExit(143)`` is raised.
+        """
         try:
-            try:
-                while not self.wait(0.2):
-                    pass
-            except (KeyboardInterrupt, _Terminated) as exc:
-                self.interrupted = True
-                log.warning(
-                    "framepipe: %s, stopping the pipeline cleanly",
-                    "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated",
-                )
-                self.stop()
-                if isinstance(exc, _Terminated):
-                    raise SystemExit(128 + signal.SIGTERM) from None
-                raise
-        finally:
-            if in_main and previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            while not self.wait(0.2):
+                pass
+        except (KeyboardInterrupt, _Terminated) as exc:
+            self.interrupted = True
+            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+            log.warning("framepipe: %s, stopping the pipeline cleanly", how)
+            self.stop()
+            raise
         self.raise_error()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -148,6 +194,7 @@ class Run:
                 self._timer.cancel()
             self.ended_at = time.monotonic()
             self._final = self._executor.stats()
+            _unwatch_sigterm(self)
             for name, state in self._executor.final_states().items():
                 node = self.plan.nodes.get(name)
                 if node is not None:
@@ -237,7 +284,3 @@ class Run:
             "stats": self.stats.to_dict(),
             "errors": [str(e) for e in self.errors],
         }
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()

@@ -1,6 +1,23 @@
 """Where frames come from."""
 
 from ._base import Captured, Source, SourceContext
+from ._camera import Camera
+from ._images import Images
+from ._probe import probe
+from ._stream import Stream
 from ._synthetic import Generator, StillImage, Synthetic
+from ._video import VideoFile
 
-__all__ = ["Captured", "Generator", "Source", "SourceContext", "StillImage", "Synthetic"]
+__all__ = [
+    "Camera",
+    "Captured",
+    "Generator",
+    "Images",
+    "Source",
+    "SourceContext",
+    "StillImage",
+    "Stream",
+    "Synthetic",
+    "VideoFile",
+    "probe",
+]
