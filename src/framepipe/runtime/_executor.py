@@ -230,7 +230,10 @@ class LocalExecutor(Executor):
                 self._spawn(source.run)
             self._spawn(self._watch)
         else:
+            # Like the threads executor, return once every node is set up (sinks open).
+            self._set_up = threading.Event()
             self._spawn(self._run_inline)
+            self._set_up.wait()
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(
@@ -275,10 +278,9 @@ class LocalExecutor(Executor):
 
     def _run_inline(self) -> None:
         try:
-            for runner in self.runners.values():
-                if not runner.setup():
-                    break
-            else:
+            ok = all(runner.setup() for runner in self.runners.values())
+            self._set_up.set()
+            if ok:
                 for source in self.sources.values():
                     source.open()
                 active = list(self.sources.values())
@@ -297,6 +299,7 @@ class LocalExecutor(Executor):
                     inbox.close()
             self._drain()
         finally:
+            self._set_up.set()
             for runner in self.runners.values():
                 runner.finish()
             self._done.set()

@@ -4,6 +4,7 @@ from ._base import Captured, Source, SourceContext
 from ._camera import Camera
 from ._images import Images
 from ._probe import probe
+from ._scene import Scene
 from ._stream import Stream
 from ._synthetic import Generator, StillImage, Synthetic
 from ._video import VideoFile
@@ -13,6 +14,7 @@ __all__ = [
     "Captured",
     "Generator",
     "Images",
+    "Scene",
     "Source",
     "SourceContext",
     "StillImage",

@@ -1,0 +1,741 @@
+"""The ``framepipe`` command: run pipeline files and one-liners, inspect sources, see the demo.
+
+::
+
+    framepipe demo                                   # no camera, file or download needed
+    framepipe run pipeline.yaml --set stages.detect.fps=5
+    framepipe run --source clip.mp4 --detect yolox_nano --track --web --out annotated.mp4
+    framepipe info rtsp://camera.local/stream
+    framepipe bench
+
+Exit codes scripts can rely on (``docs/cli.md``):
+
+====  ======================================================================
+0     the run ended normally (sources ended or ``--duration`` passed)
+1     the pipeline failed: a node raised with ``on_error: stop``, a source or
+      sink could not be opened, a worker died; ``info``: the source cannot be read
+2     bad usage: unknown option, invalid pipeline file or ``--set``, missing file
+130   interrupted by Ctrl-C (SIGINT); the run was stopped cleanly
+143   terminated by SIGTERM; the run was stopped cleanly
+====  ======================================================================
+
+Only the public API of framepipe is used here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+import framepipe as fp
+from framepipe.config import RunOptions, load_pipeline
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+app = typer.Typer(
+    name="framepipe",
+    help="Real-time video analysis pipelines. Start with: framepipe demo",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Logs and CI capture get room for the statistics table instead of rich's 80 columns.
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=160 if wide else None)
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+_STATE_STYLES = {
+    "running": "green",
+    "connected": "green",
+    "connecting": "yellow",
+    "reconnecting": "yellow",
+    "starting": "yellow",
+    "failed": "bold red",
+    "ended": "dim",
+    "idle": "dim",
+}
+
+
+# Options that several commands share.
+HostOption = Annotated[str, typer.Option(help="Address the web view listens on.")]
+PortOption = Annotated[int, typer.Option(help="Web view port (0: any free port).")]
+DurationOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Stop after this many seconds (default: when the sources end, or Ctrl-C).",
+        show_default=False,
+    ),
+]
+QuietOption = Annotated[bool, typer.Option(help="No live display; only the summary.")]
+
+
+# -- shared pieces -----------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _check_run_options(mode: str | None, executor: str | None, duration: float | None) -> None:
+    """Usage errors (exit 2) for --mode, --executor and --duration."""
+    if mode is not None and mode not in ("auto", "offline", "realtime"):
+        raise _fail(f"--mode must be auto, offline or realtime, got {mode!r}", EXIT_USAGE)
+    if executor is not None and executor not in ("inline", "threads", "processes"):
+        raise _fail(
+            f"--executor must be inline, threads or processes, got {executor!r}", EXIT_USAGE
+        )
+    if duration is not None and not duration > 0:
+        raise _fail(f"--duration must be > 0 seconds, got {duration}", EXIT_USAGE)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[handler],
+        force=True,
+    )
+
+
+def stats_table(stats: fp.RunStats, title: str | None = None) -> Table:
+    """``RunStats.rows()`` as a rich table, states coloured."""
+    rows = stats.rows()
+    table = Table(title=title, title_justify="left", header_style="bold", expand=False)
+    numeric = {"processed", "fps", "wait p50 ms", "errors"}
+    for name in rows[0]:
+        table.add_column(
+            name, justify="right" if name in numeric else "left", no_wrap=name in ("node", "state")
+        )
+    for row in rows[1:]:
+        state = row[2].split(" ", 1)[0]
+        cells: list[RenderableType] = list(row)
+        cells[2] = Text(row[2], style=_STATE_STYLES.get(state, ""))
+        table.add_row(*cells)
+    return table
+
+
+def _total_frames(pipe: fp.Pipeline) -> int | None:
+    """Frames the sources will produce, when every source is finite and says how many."""
+    total = 0
+    for node in pipe.nodes.values():
+        if node.kind != "source":
+            continue
+        source = node.obj
+        if getattr(source, "live", False) or getattr(source, "loop", False):
+            return None
+        try:
+            if isinstance(source, fp.sources.Images):
+                frames: Any = len(source.files())
+            else:
+                frames = getattr(source, "frames", None)
+        except fp.FramepipeError:
+            return None  # the run itself will report it
+        if not isinstance(frames, int) or frames <= 0:
+            return None
+        total += frames
+    return total or None
+
+
+def _resolve_mode(pipe: fp.Pipeline, mode: str) -> str:
+    if mode != "auto":
+        return mode
+    live = any(
+        node.kind == "source" and getattr(node.obj, "live", False) for node in pipe.nodes.values()
+    )
+    return "realtime" if live else "offline"
+
+
+def _display(
+    pipe: fp.Pipeline, run: fp.Run, options: RunOptions, note: str
+) -> Callable[[], RenderableType]:
+    """What the live display shows: a progress bar for finite offline runs, else live stats."""
+    sources = [n.name for n in pipe.nodes.values() if n.kind == "source"]
+    total = _total_frames(pipe) if run.plan.mode == "offline" else None
+    duration = options.duration
+    if total is None and not (run.plan.mode == "offline" and duration):
+
+        def live_table() -> RenderableType:
+            header = Text(
+                f"{run.plan.mode} · {run.executor_name} · {run.elapsed:5.1f} s"
+                f"{f' of {duration:g} s' if duration else ''} · Ctrl-C stops",
+                style="dim",
+            )
+            return Group(header, *([Text(note)] if note else []), stats_table(pipe.stats()))
+
+        return live_table
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        auto_refresh=False,
+    )
+    by_time = total is None
+    task = progress.add_task(
+        "seconds" if by_time else "frames", total=duration if by_time else total
+    )
+
+    def progress_view() -> RenderableType:
+        if by_time:
+            done: float = min(run.elapsed, duration or run.elapsed)
+        else:
+            stats = pipe.stats()
+            done = sum(stats[name].processed for name in sources if name in stats)
+        progress.update(task, completed=done)
+        return Group(progress, stats_table(pipe.stats()))
+
+    return progress_view
+
+
+def execute(
+    pipe: fp.Pipeline,
+    options: RunOptions,
+    *,
+    quiet: bool = False,
+    summary: Path | None = None,
+    announce: Callable[[fp.Run], None] | None = None,
+    note: str = "",
+) -> int:
+    """Run ``pipe`` with a live display; print the summary; return the exit code."""
+    options = RunOptions(_resolve_mode(pipe, options.mode), options.executor, options.duration)
+    code = EXIT_OK
+    run: fp.Run | None = None
+    try:
+        run = pipe.start(**options.run_kwargs())
+        if announce is not None:
+            announce(run)
+        if quiet:
+            run.join()
+        else:
+            with Live(
+                get_renderable=_display(pipe, run, options, note),
+                console=err,
+                refresh_per_second=4,
+                transient=True,
+                redirect_stdout=False,
+            ):
+                run.join()
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except SystemExit as exc:  # Pipeline.run turns SIGTERM into SystemExit(143)
+        code = exc.code if isinstance(exc.code, int) else EXIT_TERMINATED
+    except fp.GraphError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except fp.FramepipeError as exc:
+        err.print(f"[bold red]pipeline error:[/] {exc}", highlight=False)
+        code = EXIT_ERROR
+    if run is None:
+        pipe.stop()  # interrupted inside start(): whatever started, stop it
+        return code
+    if run.running:  # only when start() itself was interrupted
+        run.stop()
+    out.print(
+        stats_table(
+            run.stats,
+            title=f"{pipe.name}: {run.plan.mode}, {run.executor_name}, {run.elapsed:.1f} s",
+        )
+    )
+    for error in run.errors[1:] if code == EXIT_ERROR else run.errors:
+        err.print(f"[yellow]node error:[/] {error}", highlight=False)
+    if code == EXIT_INTERRUPTED:
+        err.print("interrupted: stopped cleanly (exit 130)")
+    elif code == EXIT_TERMINATED:
+        err.print("terminated: stopped cleanly (exit 143)")
+    if summary is not None:
+        data = run.summary()
+        # A signal may land just before or after join() (which sets the flag itself).
+        data["interrupted"] = run.interrupted or code in (EXIT_INTERRUPTED, EXIT_TERMINATED)
+        data["exit_code"] = code
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return code
+
+
+def _serving(web: fp.sinks.Web, run: fp.Run) -> bool:
+    """Wait until the web view serves, or the run ends (a sink that failed to open)."""
+    while run.running:
+        if web.wait_serving(0.1):
+            return True
+    return False
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+def source_for(target: str) -> fp.sources.Source:
+    """The source a ``--source`` value means: a camera, a stream, images, or a video file."""
+    if target.isdigit() or target.startswith("/dev/video"):
+        return fp.sources.Camera(int(target) if target.isdigit() else target)
+    if "://" in target:
+        return fp.sources.Stream(target)
+    if os.path.isdir(target) or any(c in target for c in "*?["):
+        return fp.sources.Images(target)
+    if not os.path.exists(target):
+        raise _fail(
+            f"--source {target}: no such file (give a video file, a directory or "
+            f"glob of images, a URL, or a camera index)",
+            EXIT_USAGE,
+        )
+    return fp.sources.VideoFile(target)
+
+
+def _detector(model: str) -> fp.Stage:
+    if model == "motion":
+        return fp.stages.Motion()
+    if model == "faces":
+        return fp.stages.Faces()
+    return fp.stages.Detector(model)
+
+
+def one_liner(
+    source: str,
+    *,
+    detect: str | None,
+    track: bool,
+    web: fp.sinks.Web | None,
+    video: Path | None,
+    jsonl: Path | None,
+) -> fp.Pipeline:
+    """The pipeline of ``framepipe run --source ...``."""
+    if track and not detect:
+        raise _fail("--track needs --detect MODEL (or --detect motion)", EXIT_USAGE)
+    if jsonl and not detect:
+        raise _fail("--jsonl writes results: add --detect MODEL (or --detect motion)", EXIT_USAGE)
+    pipe = fp.Pipeline("run")
+    pipe.source("source", source_for(source))
+    last = "source"
+    if detect:
+        try:
+            pipe.stage("detect", _detector(detect), after=last)
+        except (ValueError, fp.FramepipeError) as exc:
+            raise _fail(f"--detect {detect}: {exc}", EXIT_USAGE) from None
+        last = "detect"
+    if track:
+        pipe.stage("track", fp.stages.Tracker("detect"), after=last)
+        last = "track"
+    shown = "source"
+    if detect and (web or video):
+        pipe.stage("annotate", fp.stages.Annotate(trace=track), after=last)
+        shown = "annotate"
+    if video:
+        pipe.sink("video", fp.sinks.VideoFile(video), after=shown)
+    if jsonl:
+        pipe.sink("jsonl", fp.sinks.JsonLines(jsonl), after=last)
+    if web:
+        pipe.sink("web", web, after=shown, policy="latest")
+    return pipe
+
+
+@app.command()
+def run(
+    pipeline: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A pipeline file (YAML); see docs/pipeline-files.md.", show_default=False
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of a file: a video file, image directory or glob, URL or camera index.",
+            show_default=False,
+        ),
+    ] = None,
+    detect: Annotated[
+        str | None,
+        typer.Option(
+            help="With --source: a detector model (path or name, e.g. yolox_nano), or 'motion' "
+            "or 'faces'.",
+            show_default=False,
+        ),
+    ] = None,
+    track: Annotated[bool, typer.Option(help="With --source: track detections.")] = False,
+    web: Annotated[bool, typer.Option(help="With --source: serve the live page.")] = False,
+    out_video: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="With --source: write the annotated video here.", show_default=False
+        ),
+    ] = None,
+    jsonl: Annotated[
+        Path | None,
+        typer.Option(help="With --source: write results as JSON Lines here.", show_default=False),
+    ] = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 7001,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Web view token (required by every request).",
+            envvar="FRAMEPIPE_WEB_TOKEN",
+            show_default=False,
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="auto, offline or realtime (overrides the file).", show_default=False),
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(help="inline, threads or processes (overrides the file).", show_default=False),
+    ] = None,
+    duration: DurationOption = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a key of the file: --set stages.detect.fps=5 (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    summary: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the run's summary (stats, errors, exit code) as JSON here.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOption = False,
+    verbose: Annotated[bool, typer.Option(help="Log at INFO level.")] = False,
+) -> None:
+    """Run a pipeline file, or a one-liner built from --source and friends.
+
+    Offline runs over finite sources show a progress bar with ETA; real-time
+    runs a live statistics table. Ctrl-C and SIGTERM stop cleanly.
+    """
+    _setup_logging(verbose)
+    _check_run_options(mode, executor, duration)
+    if (pipeline is None) == (source is None):
+        raise _fail("give a pipeline file or --source PATH_OR_URL (not both)", EXIT_USAGE)
+    one_liner_only = {
+        "--detect": detect,
+        "--track": track,
+        "--web": web,
+        "--out": out_video,
+        "--jsonl": jsonl,
+    }
+    web_sink: fp.sinks.Web | None = None
+    if pipeline is not None:
+        given = [name for name, value in one_liner_only.items() if value]
+        if given:
+            raise _fail(
+                f"{', '.join(given)} go with --source; in a pipeline file, add "
+                f"stages and sinks instead",
+                EXIT_USAGE,
+            )
+        try:
+            pipe, options = load_pipeline(pipeline, overrides=set_ or ())
+        except fp.ConfigError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
+        web_sink = next(
+            (n.obj for n in pipe.nodes.values() if isinstance(n.obj, fp.sinks.Web)), None
+        )
+    else:
+        assert source is not None
+        if set_:
+            raise _fail("--set changes pipeline files; it does not apply to --source", EXIT_USAGE)
+        if web:
+            try:
+                web_sink = fp.sinks.Web(host=host, port=port, token=token)
+            except ValueError as exc:
+                raise _fail(str(exc), EXIT_USAGE) from None
+        pipe = one_liner(
+            source, detect=detect, track=track, web=web_sink, video=out_video, jsonl=jsonl
+        )
+        options = RunOptions("realtime" if web else "auto", "threads", None)
+    options = RunOptions(
+        mode or options.mode,
+        executor or options.executor,
+        duration if duration is not None else options.duration,
+    )
+
+    def announce(run: fp.Run) -> None:
+        if web_sink is not None and _serving(web_sink, run):
+            err.print(f"web view: [bold]{web_sink.url}[/]", highlight=False)
+
+    raise typer.Exit(execute(pipe, options, quiet=quiet, summary=summary, announce=announce))
+
+
+# -- info ------------------------------------------------------------------------------------
+
+
+@app.command()
+def info(
+    source: Annotated[str, typer.Argument(help="A video file or a stream URL.")],
+    count_frames: Annotated[
+        bool,
+        typer.Option(
+            help="Count the frames of a file by reading it (when the header has no count)."
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Give up on a stream after this long (s).")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Describe a video file or stream: codec, size, fps, duration, frames, reachability.
+
+    Exits 0 when the source can be read, 1 when it cannot (the reason is printed).
+    """
+    _setup_logging(False)
+    if source.isdigit() or source.startswith("/dev/video"):
+        raise _fail(
+            "info reads video files and streams; to try a camera, run "
+            f"framepipe run --source {source} --web",
+            EXIT_USAGE,
+        )
+    try:
+        facts = fp.sources.probe(source, timeout=timeout, count_frames=count_frames)
+    except fp.SourceError as exc:
+        if as_json:
+            out.print_json(data={"source": source, "reachable": False, "error": exc.detail})
+        else:
+            err.print(f"[bold red]cannot read {source}:[/] {exc.detail}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    if as_json:
+        out.print_json(data=facts)
+        return
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    fps = facts.get("fps")
+    duration = facts.get("duration")
+    frames = facts.get("frames")
+    if frames is None and facts.get("frames_estimated"):
+        frames_text = f"about {facts['frames_estimated']} (from duration x fps)"
+    else:
+        frames_text = "unknown (try --count-frames)" if frames is None else str(frames)
+    rows = [
+        ("source", str(facts["source"])),
+        ("reachable", "yes" if facts.get("reachable") else "no"),
+        ("kind", "live stream" if facts.get("live") else "file or recorded stream"),
+        ("container", str(facts.get("format"))),
+        (
+            "codec",
+            f"{facts.get('codec')}"
+            + (f" ({facts['profile']})" if facts.get("profile") else "")
+            + (f", {facts['pix_fmt']}" if facts.get("pix_fmt") else ""),
+        ),
+        ("size", f"{facts.get('width')} x {facts.get('height')}"),
+        ("fps", "unknown" if fps is None else f"{fps:.3f}"),
+        ("duration", "unknown" if duration is None else f"{duration:.2f} s"),
+        ("frames", frames_text),
+        (
+            "bit rate",
+            "unknown" if not facts.get("bit_rate") else f"{facts['bit_rate'] / 1000:.0f} kb/s",
+        ),
+        (
+            "audio",
+            ", ".join(
+                f"{a['codec']} {a['sample_rate']} Hz x{a['channels']}"
+                for a in facts.get("audio") or []
+            )
+            or "none",
+        ),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+def _local_model(name: str = "yolox_nano") -> Path | None:
+    """A known model already on this machine (never downloads)."""
+    for folder in fp.stages.models_dirs():
+        path = Path(folder) / f"{name}.onnx"
+        if path.is_file():
+            return path
+    return None
+
+
+def demo_pipeline(
+    *, web: fp.sinks.Web, jsonl: Path, source: str | None = None, model: str | None = None
+) -> tuple[fp.Pipeline, str]:
+    """The demo: a scene (or ``source``) -> detection -> tracking -> line counting -> web + JSON.
+
+    Returns the pipeline and a line saying what it detects with.
+    """
+    pipe = fp.Pipeline("demo")
+    if source is None:
+        scene = fp.sources.Scene(width=960, height=540, fps=30)
+        pipe.source("scene", scene)
+        pipe.stage("motion", fp.stages.Motion(min_area=1200), after="scene")
+        pipe.stage("track", fp.stages.Tracker("motion"), after="motion")
+        pipe.stage("count", fp.stages.LineCounter(*scene.counting_line), after="track")
+        what = "a synthetic street scene; motion detection, tracking, line counting"
+    else:
+        video = source_for(source)
+        if isinstance(video, fp.sources.VideoFile):
+            video = fp.sources.VideoFile(source, loop=True)
+        try:
+            facts = fp.sources.probe(source) if not isinstance(video, fp.sources.Camera) else {}
+        except fp.SourceError as exc:
+            raise _fail(f"--source {source}: {exc.detail}", EXIT_USAGE) from None
+        width, height = facts.get("width") or 640, facts.get("height") or 480
+        pipe.source("video", video)
+        weights: str | Path | None = model or _local_model()
+        if weights is not None:
+            detector: fp.Stage = fp.stages.Detector(weights)
+            what = f"{source}; detector {Path(weights).name} at 10 fps, tracking, line counting"
+        else:
+            detector = fp.stages.Motion()
+            what = (
+                f"{source}; no model on this machine (pass --model PATH), so motion "
+                f"detection, tracking, line counting"
+            )
+        pipe.stage("detect", detector, after="video", fps=10)
+        pipe.stage("track", fp.stages.Tracker("detect"), after=["video", "detect"], join="latest")
+        line = ((0.0, 0.6 * height), (float(width), 0.6 * height))
+        pipe.stage("count", fp.stages.LineCounter(*line), after="track")
+    pipe.stage("annotate", fp.stages.Annotate(trace=True), after="count")
+    pipe.sink("web", web, after="annotate", policy="latest")
+    pipe.sink("results", fp.sinks.JsonLines(jsonl), after="count")
+    return pipe, what
+
+
+@app.command()
+def demo(
+    port: PortOption = 7001,
+    host: HostOption = "127.0.0.1",
+    duration: DurationOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this video (looped) or stream instead of the synthetic scene.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="With --source: detector model (path or known name); default: yolox_nano when it "
+            "is already on this machine, else motion detection.",
+            show_default=False,
+        ),
+    ] = None,
+    jsonl: Annotated[Path, typer.Option(help="Where the counts go, as JSON Lines.")] = Path(
+        "framepipe-demo.jsonl"
+    ),
+    executor: Annotated[str, typer.Option(help="inline, threads or processes.")] = "threads",
+    quiet: QuietOption = False,
+) -> None:
+    """Watch a pipeline work: detection, tracking and line counting, live in the browser.
+
+    Needs no camera, file or download: a synthetic street scene is the default
+    source. Open the printed URL; Ctrl-C stops.
+    """
+    _setup_logging(False)
+    _check_run_options(None, executor, duration)
+    if model is not None and source is None:
+        raise _fail(
+            "--model goes with --source (the synthetic scene uses motion detection)", EXIT_USAGE
+        )
+    try:
+        web = fp.sinks.Web(host=host, port=port)
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    pipe, what = demo_pipeline(web=web, jsonl=jsonl, source=source, model=model)
+
+    def announce(run: fp.Run) -> None:
+        if not _serving(web, run):
+            return  # the run failed to start; execute() reports why
+        err.print(f"framepipe demo: {what}")
+        err.print(f"open [bold]{web.url}[/]  ·  results: {jsonl}  ·  Ctrl-C stops", highlight=False)
+        # The URL on stdout too, alone on its line, for scripts.
+        print(web.url, flush=True)
+
+    raise typer.Exit(
+        execute(
+            pipe,
+            RunOptions("realtime", executor, duration),
+            quiet=quiet,
+            announce=announce,
+            note=f"open {web.url}",
+        )
+    )
+
+
+# -- bench -----------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmarks of a framepipe checkout (python -m benchmarks.run), passing options on.
+
+    Run it from the repository root (where benchmarks/ is).
+    """
+    root = next(
+        (
+            folder
+            for folder in (Path.cwd(), *Path.cwd().parents)
+            if (folder / "benchmarks" / "run.py").is_file()
+        ),
+        None,
+    )
+    if root is None:
+        raise _fail(
+            "no benchmarks/run.py here or above: framepipe bench runs the benchmarks "
+            "of a framepipe source checkout, from its root",
+            EXIT_USAGE,
+        )
+    started = time.monotonic()
+    try:
+        code = subprocess.call([sys.executable, "-m", "benchmarks.run", *ctx.args], cwd=root)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    err.print(f"benchmarks finished in {time.monotonic() - started:.0f} s (exit {code})")
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of the ``framepipe`` command.
+
+    While a pipeline runs, framepipe turns SIGTERM into a clean stop and
+    ``SystemExit(143)``; ``execute`` reports it as exit code 143.
+    """
+    app()
+
+
+if __name__ == "__main__":
+    main()
