@@ -246,20 +246,12 @@ class LocalExecutor(Executor):
         thread.start()
 
     def _run_node(self, runner: NodeRunner, ready: threading.Barrier | None) -> None:
-        try:
-            ok = runner.setup()
+        def set_up() -> None:
             if ready is not None:
                 ready.wait()
-            if ok:
-                while not runner.failed:
-                    items = runner.take()
-                    if items is None:
-                        break
-                    runner.handle(items)
-        except threading.BrokenBarrierError:
-            pass
-        finally:
-            runner.finish()
+
+        with contextlib.suppress(threading.BrokenBarrierError):
+            runner.run(set_up)
 
     def _watch(self) -> None:
         for thread in list(self.threads):

@@ -217,20 +217,13 @@ class Host:
             self.report(("ready",))
 
     def _run_node(self, runner: NodeRunner) -> None:
-        try:
-            ok = runner.setup()
-            with self._ready_lock:
-                self._ready += 1
-                if self._ready == len(self.runners):
-                    self.report(("ready",))
-            if ok:
-                while not runner.failed:
-                    items = runner.take()
-                    if items is None:
-                        break
-                    runner.handle(items)
-        finally:
-            runner.finish()
+        runner.run(self._node_set_up)
+
+    def _node_set_up(self) -> None:
+        with self._ready_lock:
+            self._ready += 1
+            if self._ready == len(self.runners):
+                self.report(("ready",))
 
     def go(self) -> None:
         """Start the sources (once every host is ready)."""

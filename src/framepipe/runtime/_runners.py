@@ -416,26 +416,8 @@ class NodeRunner:
             latency=took, age=max(ages), wait=max(i.wait for i in items), count=len(items)
         )
         for item, value in zip(items, values, strict=True):
-            if value is not None and self.outlets:
-                frame = item.frame
-                out = Frame(
-                    frame.image,
-                    frame.index,
-                    frame.pts,
-                    frame.timestamp,
-                    frame.source,
-                    {**frame.results, self.name: value},
-                    frame._handles,
-                )
-                created: list[Any] = []
-                if self.shared is not None:
-                    from ._remote import export
-
-                    out, created = export(out, self.shared)
-                for outlet in self.outlets:
-                    outlet.deliver(out)
-                for handle in created:
-                    self.shared.release_owner(handle)
+            if value is not None:
+                self.forward(item.frame, value)
             item.done()
 
     def _call(self, frame: Frame) -> Any:
@@ -467,18 +449,33 @@ class NodeRunner:
             self._failed(exc, 1)
             return
         self.recorder.record(perf_counter() - began, age, 0.0)
-        if value is not None and self.outlets:
-            out = Frame(
-                frame.image,
-                frame.index,
-                frame.pts,
-                frame.timestamp,
-                frame.source,
-                {**frame.results, self.name: value},
-                frame._handles,
-            )
-            for outlet in self.outlets:
-                outlet.deliver(out)
+        if value is not None:
+            self.forward(frame, value)
+
+    def forward(self, frame: Frame, value: Any) -> None:
+        """Send ``frame`` on with this node's result attached, to every outlet."""
+        if not self.outlets:
+            return
+        out = Frame(
+            frame.image,
+            frame.index,
+            frame.pts,
+            frame.timestamp,
+            frame.source,
+            {**frame.results, self.name: value},
+            frame._handles,
+        )
+        created: list[Any] = []
+        if self.shared is not None:
+            # Some outlet leads to another process: move big results to shared
+            # memory once, before the first outlet sends them.
+            from ._remote import export
+
+            out, created = export(out, self.shared)
+        for outlet in self.outlets:
+            outlet.deliver(out)
+        for handle in created:
+            self.shared.release_owner(handle)
 
     def _failed(self, exc: BaseException, count: int) -> None:
         for _ in range(count):
@@ -511,10 +508,17 @@ class NodeRunner:
                 "%s %r restarted (%d restarts)", self.kind, self.name, self.recorder.restarts
             )
 
-    def run(self) -> None:
-        """Thread body: set up, process until the inputs end or a stop, finish."""
+    def run(self, on_set_up: Callable[[], None] | None = None) -> None:
+        """Thread body: set up, process until the inputs end or a stop, finish.
+
+        ``on_set_up`` is called once setup is over, whether it worked or not (an
+        executor waits for every node before starting the sources).
+        """
         try:
-            if self.setup():
+            ok = self.setup()
+            if on_set_up is not None:
+                on_set_up()
+            if ok:
                 while not self.failed:
                     items = self.take()
                     if items is None:
