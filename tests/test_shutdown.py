@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -75,13 +76,29 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.fixture
+def start_program() -> Iterator[Callable[..., Program]]:
+    """Starts pipeline programs; whatever happens in the test, kills what is left."""
+    started: list[Program] = []
+
+    def start(executor: str, marker: Path, how: str = "run") -> Program:
+        prog = Program(executor, marker, how)
+        started.append(prog)
+        return prog
+
+    yield start
+    for prog in started:
+        for pid in prog.family:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
 @pytest.fixture(params=["threads", "processes"])
-def program(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Program, Path]]:
+def program(
+    request: pytest.FixtureRequest, tmp_path: Path, start_program: Callable[..., Program]
+) -> tuple[Program, Path]:
     marker = tmp_path / "out.txt"
-    prog = Program(request.param, marker)
-    yield prog, marker
-    if prog.proc.poll() is None:
-        os.killpg(prog.proc.pid, signal.SIGKILL)
+    return start_program(request.param, marker), marker
 
 
 def test_ctrl_c_stops_cleanly(program: tuple[Program, Path]) -> None:
@@ -104,18 +121,22 @@ def test_sigterm_stops_cleanly(program: tuple[Program, Path]) -> None:
 
 
 @pytest.mark.parametrize("executor", ["threads", "processes"])
-def test_sigterm_while_the_caller_does_other_work(executor: str, tmp_path: Path) -> None:
+def test_sigterm_while_the_caller_does_other_work(
+    executor: str, tmp_path: Path, start_program: Callable[..., Program]
+) -> None:
     marker = tmp_path / "out.txt"
-    prog = Program(executor, marker, how="start")
+    prog = start_program(executor, marker, how="start")
     os.kill(prog.proc.pid, signal.SIGTERM)
     assert prog.wait() == 143
     assert marker.read_text().splitlines()[-1] == "closed"
     prog.assert_nothing_left()
 
 
-def test_sigkill_of_a_worker_is_reported_and_cleaned_up(tmp_path: Path) -> None:
+def test_sigkill_of_a_worker_is_reported_and_cleaned_up(
+    tmp_path: Path, start_program: Callable[..., Program]
+) -> None:
     marker = tmp_path / "out.txt"
-    prog = Program("processes", marker)
+    prog = start_program("processes", marker)
     workers = [
         p for p in psutil.Process(prog.proc.pid).children() if "spawn_main" in " ".join(_cmd(p))
     ]
@@ -128,8 +149,10 @@ def test_sigkill_of_a_worker_is_reported_and_cleaned_up(tmp_path: Path) -> None:
     prog.assert_nothing_left()
 
 
-def test_sigkill_of_the_parent_leaves_nothing(tmp_path: Path) -> None:
-    prog = Program("processes", tmp_path / "out.txt")
+def test_sigkill_of_the_parent_leaves_nothing(
+    tmp_path: Path, start_program: Callable[..., Program]
+) -> None:
+    prog = start_program("processes", tmp_path / "out.txt")
     os.kill(prog.proc.pid, signal.SIGKILL)
     prog.proc.wait(10)
     prog.family.remove(prog.proc.pid)
