@@ -106,3 +106,39 @@ def test_live_stats_while_running(executor: str) -> None:
     assert not run.running
     assert run.stats["a"].state == "ended"
     assert "processed" in str(run.stats)
+
+
+def test_a_paused_consumer_process_pins_no_memory() -> None:
+    """A consumer that stops reading (its process paused) must not make the source pile
+    frames, and the shared memory under them, into its socket."""
+    import os
+    import signal
+
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.Synthetic(width=640, height=480, fps=60))
+    fast = pipe.stage("fast", lambda f: f.index, after=cam)
+    pipe.sink("out", fp.sinks.Collect(), after=fast)
+    run = pipe.start(mode="realtime", executor="processes")
+    try:
+        deadline = time.monotonic() + 30
+        while pipe.stats().get("fast") is None or pipe.stats()["fast"].processed < 30:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        prefix = run._executor.prefix  # type: ignore[union-attr]
+        pid = run.worker_pids()["fast"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(3)  # 180 frames the consumer cannot read
+            held = sum(
+                os.path.getsize(f"/dev/shm/{n}")
+                for n in os.listdir("/dev/shm")
+                if n.startswith(prefix)
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert held < 40 * 640 * 480 * 3, f"{held / 2**20:.0f} MiB of frames pinned"
+        while pipe.stats()["fast"].dropped_by["policy"] < 100:
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.05)
+    finally:
+        run.stop()

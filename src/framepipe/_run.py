@@ -200,6 +200,11 @@ class Run:
                 if node is not None:
                     node.obj.adopt_final_state(state)
 
+    def worker_pids(self) -> dict[str, int]:
+        """Node name -> process id of its worker (processes executor; empty otherwise)."""
+        pids = getattr(self._executor, "worker_pids", None)
+        return pids() if pids is not None else {}
+
     # -- results -----------------------------------------------------------------------
 
     @property

@@ -368,6 +368,10 @@ class ProcessExecutor(Executor):
     def final_states(self) -> dict[str, Any]:
         return dict(self._final_states)
 
+    def worker_pids(self) -> dict[str, int]:
+        return {node: worker.process.pid for worker in list(self.workers.values())
+                for node in worker.nodes if worker.process.pid is not None}
+
     # -- hot add / remove ----------------------------------------------------------------------
 
     def add_source(self, node: Node, edges: list[Edge]) -> None:

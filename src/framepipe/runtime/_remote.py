@@ -2,11 +2,16 @@
 
 A producer connects to its consumer's listener (a Unix socket) and sends one
 message per frame: its metadata, its small results (pickled) and the handles
-of its shared-memory arrays. For lossless (``block``) edges the consumer sends
-a credit back each time a frame leaves its queue, and the producer never has
-more frames in flight than the queue holds, so nothing grows without bound.
-On other edges the consumer's receiver drains the socket continuously and its
-inbox drops by policy, so the producer never waits.
+of its shared-memory arrays. Every edge has a credit window, so a frame in
+flight (and the shared-memory slot it holds) is always bounded:
+
+- lossless (``block``) edges: the consumer sends a credit when a frame leaves
+  its queue; a producer with no credit left waits.
+- dropping edges: the consumer's receiver credits each frame as soon as it
+  reads it, and its inbox drops by policy. If the consumer stops reading (its
+  process paused or starved), the producer drops frames for that edge instead
+  of piling them into the socket; the count goes with the next frame that is
+  sent and shows as ``policy`` drops of the consumer. The producer never waits.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import select
 import threading
 from multiprocessing.connection import Client, Connection
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -29,6 +36,8 @@ log = logging.getLogger("framepipe")
 
 #: Result arrays at least this big travel in shared memory instead of pickled.
 SHARED_RESULT_BYTES = 64 * 1024
+#: Frames a dropping edge may have in flight beyond what its queue holds.
+WINDOW_SLACK = 2
 _END = b"E"
 _CREDIT = b"C"
 
@@ -78,22 +87,31 @@ def export(frame: Frame, shared: SharedFrames) -> tuple[Frame, list[Handle]]:
     ), created
 
 
-def encode(frame: Frame) -> bytes:
+def encode(frame: Frame, skipped: int = 0) -> bytes:
     keys = {h.key for h in frame._handles}
     results = (
         {k: v for k, v in frame.results.items() if k not in keys}
         if len(keys) > 1
         else frame.results
     )
-    message = (frame.index, frame.pts, frame.timestamp, frame.source, results, frame._handles)
+    message = (
+        frame.index,
+        frame.pts,
+        frame.timestamp,
+        frame.source,
+        results,
+        frame._handles,
+        skipped,
+    )
     try:
         return pickle.dumps(message, protocol=5)
     except (pickle.PicklingError, TypeError, AttributeError):
         return cloudpickle.dumps(message, protocol=5)
 
 
-def decode(data: bytes, shared: SharedFrames) -> Frame:
-    index, pts, timestamp, source, results, handles = pickle.loads(data)
+def decode(data: bytes, shared: SharedFrames) -> tuple[Frame, int]:
+    """The frame, and how many frames the producer dropped for this edge before it."""
+    index, pts, timestamp, source, results, handles, skipped = pickle.loads(data)
     image = None
     for handle in handles:
         view = shared.view(handle)
@@ -102,7 +120,7 @@ def decode(data: bytes, shared: SharedFrames) -> Frame:
         else:
             image = view
     assert image is not None, "a frame crossed processes without its image handle"
-    return Frame(image, index, pts, timestamp, source, results, handles)
+    return Frame(image, index, pts, timestamp, source, results, handles), skipped
 
 
 class RemoteOutlet:
@@ -119,11 +137,14 @@ class RemoteOutlet:
     ) -> None:
         self.edge_id, self.upstream, self.downstream = edge_id, upstream, downstream
         self.policy = policy
-        self.capacity = policy.size if policy.overflow == "block" else None
+        self.lossless = policy.overflow == "block"
+        self.window = policy.size if self.lossless else policy.size + WINDOW_SLACK
         self.shared = shared
         self.stop = stop
         self.conn: Connection | None = None
+        self._poller: Any = None
         self.in_flight = 0
+        self.skipped = 0  # dropped here since the last frame sent
         self.dead = False
 
     def connect(self, address: str) -> None:
@@ -137,33 +158,44 @@ class RemoteOutlet:
                 (self.policy.size, self.policy.overflow),
             )
         )
+        # One poller for the edge's life: Connection.poll() builds a selector per call.
+        self._poller = select.poll()
+        self._poller.register(self.conn.fileno(), select.POLLIN)
 
-    def _await_credit(self) -> bool:
+    def _take_credits(self, timeout_ms: int) -> None:
         assert self.conn is not None
-        while self.in_flight >= self.capacity:  # type: ignore[operator]
+        while self._poller.poll(timeout_ms):
+            self.in_flight -= len(self.conn.recv_bytes())
+            timeout_ms = 0
+
+    def _room(self) -> bool:
+        """Whether a frame may be sent now; waits for a credit on lossless edges."""
+        if self.in_flight < self.window:
+            return True
+        self._take_credits(0)
+        while self.lossless and self.in_flight >= self.window:
             if self.stop.is_set():
                 return False
-            if self.conn.poll(0.05):
-                self.in_flight -= len(self.conn.recv_bytes())
-        # Take any other credits already waiting, without blocking.
-        while self.conn.poll(0):
-            self.in_flight -= len(self.conn.recv_bytes())
-        return True
+            self._take_credits(50)
+        return self.in_flight < self.window
 
     def deliver(self, frame: Frame) -> None:
         if self.dead or self.conn is None:
             return
         try:
-            if self.capacity is not None and not self._await_credit():
+            if not self._room():
+                if not self.lossless:
+                    self.skipped += 1
                 return
             for handle in frame._handles:
                 self.shared.lease(handle, self.edge_id)
             try:
-                self.conn.send_bytes(encode(frame))
+                self.conn.send_bytes(encode(frame, self.skipped))
             except BaseException:
                 for handle in frame._handles:
                     self.shared.release(handle, self.edge_id)
                 raise
+            self.skipped = 0
             self.in_flight += 1
         except (OSError, EOFError):
             # The consumer is gone; its death is reported by the run's supervisor.
@@ -193,29 +225,34 @@ def receive(
     inbox = inboxes[downstream]
     if not inbox.has_edge(edge_id):  # a source added while running
         inbox.add_edge(edge_id, upstream, Queue(size, overflow))
-    if overflow == "block":
-        lock = threading.Lock()
+    lock = threading.Lock()
 
-        def credit(n: int) -> None:
-            try:
-                with lock:
-                    conn.send_bytes(_CREDIT * n)
-            except (OSError, EOFError):
-                pass
+    def credit(n: int) -> None:
+        try:
+            with lock:
+                conn.send_bytes(_CREDIT * n)
+        except (OSError, EOFError):
+            pass  # the producer is gone
 
+    lossless = overflow == "block"
+    if lossless:  # credit when a frame leaves the queue
         inbox.set_credit(edge_id, credit)
     try:
         while True:
             data = conn.recv_bytes()
             if data == _END:
                 break
-            frame = decode(data, shared)
+            frame, skipped = decode(data, shared)
+            if skipped:
+                inbox.recorder.drop("policy", skipped)
 
             def release(handles: tuple[Handle, ...] = frame._handles) -> None:
                 for handle in handles:
                     shared.release(handle, edge_id)
 
             inbox.put(edge_id, frame, release, stop)
+            if not lossless:  # credit as soon as it is read: the inbox bounds the rest
+                credit(1)
     except (EOFError, OSError):
         pass  # the producer is gone: this edge has ended
     except Exception:

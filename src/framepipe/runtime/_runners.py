@@ -22,7 +22,7 @@ import numpy as np
 from .._errors import FramepipeError, SinkError, SourceError, StageError
 from .._frame import Frame
 from .._graph import Node
-from .._stage import Stage, StageContext
+from .._stage import FunctionStage, Stage, StageContext
 from ..sinks._base import Sink, SinkContext
 from ..sources._base import Source, SourceContext
 from ..stats import StatsRecorder
@@ -300,6 +300,9 @@ class NodeRunner:
         self.started = False
         self.ended = False
         self.failed = False
+        self._call: Callable[[Any], Any] = (
+            self.obj.process if node.kind != "sink" else self.obj.write
+        )
         self._rate = inbox._rate
         self._max_age = node.options.max_age
         self.batch = max(1, int(getattr(self.obj, "batch", 1) or 1))
@@ -339,6 +342,13 @@ class NodeRunner:
             stage: Stage = self.obj
             stage.context = StageContext(name=self.name, mode=self.mode, logger=self.logger)
             stage.setup()
+        obj = self.obj
+        if self.kind == "sink":
+            self._call = obj.write
+        elif isinstance(obj, FunctionStage):
+            self._call = obj.fn
+        else:
+            self._call = obj.process
 
     def teardown(self) -> None:
         if not self.started:
@@ -420,12 +430,6 @@ class NodeRunner:
                 self.forward(item.frame, value)
             item.done()
 
-    def _call(self, frame: Frame) -> Any:
-        if self.kind == "sink":
-            self.obj.write(frame)
-            return None
-        return self.obj.process(frame)
-
     def accept(self, frame: Frame) -> None:
         """Inline fast path: process one frame now, in the producer's call.
 
@@ -444,11 +448,11 @@ class NodeRunner:
             return
         began = perf_counter()
         try:
-            value = self._call(frame)
+            value = self._call(frame)  # bound at setup: the hot path of inline runs
         except Exception as exc:
             self._failed(exc, 1)
             return
-        self.recorder.record(perf_counter() - began, age, 0.0)
+        self.recorder.record(perf_counter() - began, age)
         if value is not None:
             self.forward(frame, value)
 

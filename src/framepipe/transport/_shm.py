@@ -19,14 +19,14 @@ not).
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,9 +40,9 @@ def _round_up(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-@dataclass(frozen=True, slots=True)
-class Handle:
-    """Where one array lives: segment, slot, shape. Small, so it pickles cheaply.
+class Handle(NamedTuple):
+    """Where one array lives: segment, slot, shape. A plain tuple, so it pickles cheaply
+    (one goes with every frame that crosses processes).
 
     ``key`` says which array of a frame it backs: ``""`` for the image, else
     the name of the result it holds.
@@ -57,9 +57,7 @@ class Handle:
     key: str = ""
 
     def with_key(self, key: str) -> Handle:
-        return Handle(
-            self.segment, self.slot, self.shape, self.dtype, self.nslots, self.slot_bytes, key
-        )
+        return self._replace(key=key)
 
 
 class _Segment:
@@ -147,7 +145,7 @@ class SharedFrames:
 
     def allocate(self, shape: tuple[int, ...], dtype: str = "uint8") -> tuple[np.ndarray, Handle]:
         """A writable array in a free slot, held by this worker until ``release_owner``."""
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         slot_bytes = _round_up(max(nbytes, 1), _PAGE)
         waited = 0.0
         while True:
@@ -280,13 +278,17 @@ def unlink(name: str, *, tracked: bool = True) -> bool:
 
 
 def sweep(prefix: str) -> list[str]:
-    """Unlink every segment whose name starts with ``prefix`` (Linux: lists /dev/shm)."""
+    """Unlink every segment whose name starts with ``prefix`` (Linux: lists /dev/shm).
+
+    These are segments nobody reported (a worker killed between creating and
+    reporting one); the resource tracker is left alone for them.
+    """
     removed: list[str] = []
     try:
         names = os.listdir("/dev/shm")
     except OSError:
         return removed
     for name in names:
-        if name.startswith(prefix) and unlink(name):
+        if name.startswith(prefix) and unlink(name, tracked=False):
             removed.append(name)
     return removed
