@@ -1,0 +1,279 @@
+"""Overhead: what one hop from stage to stage costs, per executor, on tiny frames.
+
+A chain of ``STAGES`` trivial stages between a 64x64 ``Synthetic`` source and
+a sink that drops everything, run offline, next to the same run without the
+stages. Two views of one hop, both as differences between the two runs, so the
+source, the sink and the run itself cancel out:
+
+- ``per_hop_wall``: ``(1/fps with stages - 1/fps without) / 5``, fps being the
+  sink's steady-state rate (first frame to last: start-up excluded). For
+  threads and processes this is the throughput cost of a hop on this
+  machine's cores, not its latency.
+- ``per_hop_cpu``: ``(CPU per frame with stages - without) / 5``, CPU being
+  the whole process tree's (this process, its threads and its reaped
+  children). It does not depend on how many cores were free or on what else
+  ran, so it is the steadier figure on a shared machine, and the one the
+  target applies to. Under processes, the CPU of starting and stopping the
+  workers is measured with a short run and subtracted.
+
+The same is measured, in the same run, for what a user would otherwise write:
+a plain loop calling the 5 functions, threads joined by ``queue.Queue(8)``,
+and processes joined by ``multiprocessing.Queue(8)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import resource
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+import framepipe as fp
+
+from ._children import collect, reap
+from ._nodes import Discard, frame_index
+from ._report import Measurement, Target, progress
+
+BENCH = "overhead"
+STAGES = 5
+SIZE = 64
+QUEUE_SIZE = 8
+#: Frames per run, full / quick.
+FRAMES = {
+    False: {"inline": 20000, "threads": 10000, "processes": 10000, "loop": 200000},
+    True: {"inline": 10000, "threads": 5000, "processes": 4000, "loop": 100000},
+}
+#: Runs of each configuration, full / quick; the best is kept (noise only slows things down).
+REPEATS = {
+    False: {"inline": 3, "threads": 3, "processes": 1, "loop": 5},
+    True: {"inline": 2, "threads": 2, "processes": 1, "loop": 3},
+}
+#: Frames of the short run that measures what starting and stopping processes costs.
+STARTUP_FRAMES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One run: the sink's steady-state fps and the CPU seconds the run used."""
+
+    fps: float
+    cpu_s: float
+
+
+def cpu_seconds() -> float:
+    """CPU used so far by this process (all threads) and by its children that have exited."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _frames(count: int) -> Iterator[fp.Frame]:
+    """The source's own test pattern, as Frames, for the hand-written versions."""
+    source = fp.sources.Synthetic(width=SIZE, height=SIZE, frames=count)
+    for index, (image, pts) in enumerate(source.open(fp.sources.SourceContext("cam"))):
+        yield fp.Frame(image, index, pts, time.time(), "cam")
+
+
+def framepipe_run(executor: str, stages: int, count: int) -> Sample:
+    """A chain of ``stages`` trivial stages under ``executor``."""
+    pipe = fp.Pipeline("overhead")
+    node = pipe.source("cam", fp.sources.Synthetic(width=SIZE, height=SIZE, frames=count))
+    for i in range(stages):
+        node = pipe.stage(f"stage{i + 1}", frame_index, after=node)
+    pipe.sink("out", Discard(), after=node)
+    began = cpu_seconds()
+    run = pipe.run(mode="offline", executor=executor)
+    used = cpu_seconds() - began
+    stats = run.stats["out"]
+    if stats.processed != count:
+        raise RuntimeError(f"overhead: the sink saw {stats.processed} of {count} frames")
+    return Sample(stats.fps, used)
+
+
+def loop_run(stages: int, count: int) -> Sample:
+    """A plain Python loop calling ``stages`` functions on each frame.
+
+    The frames are made beforehand (sharing one image): drawing them costs far
+    more than a call, and would bury the difference in noise.
+    """
+    image = next(iter(_frames(1))).image
+    frames = [fp.Frame(image, index, index / 30, 0.0, "cam") for index in range(count)]
+    functions = [frame_index] * stages
+    began, cpu = time.perf_counter(), cpu_seconds()
+    for frame in frames:
+        for function in functions:
+            function(frame)
+    return Sample(count / (time.perf_counter() - began), cpu_seconds() - cpu)
+
+
+# -- threads joined by queue.Queue ------------------------------------------------------
+
+
+def _relay(inbox: Any, outbox: Any, function: Callable[[Any], Any]) -> None:
+    while (frame := inbox.get()) is not None:
+        function(frame)
+        outbox.put(frame)
+    outbox.put(None)
+
+
+def _count(inbox: Any) -> tuple[int, float]:
+    count, first, last = 0, 0.0, 0.0
+    while inbox.get() is not None:
+        last = time.monotonic()
+        first = first or last
+        count += 1
+    return count, last - first
+
+
+def threads_run(stages: int, count: int) -> Sample:
+    """A producer thread, ``stages`` worker threads and a consumer, joined by queue.Queue."""
+    queues: list[queue.Queue[Any]] = [queue.Queue(QUEUE_SIZE) for _ in range(stages + 1)]
+
+    def produce() -> None:
+        for frame in _frames(count):
+            queues[0].put(frame)
+        queues[0].put(None)
+
+    threads = [threading.Thread(target=produce, daemon=True)]
+    threads += [threading.Thread(target=_relay, args=(queues[i], queues[i + 1], frame_index),
+                                 daemon=True) for i in range(stages)]
+    began = cpu_seconds()
+    for thread in threads:
+        thread.start()
+    received, span = _count(queues[-1])
+    for thread in threads:
+        thread.join()
+    return Sample(_checked_rate(received, span, count), cpu_seconds() - began)
+
+
+# -- processes joined by multiprocessing.Queue ---------------------------------------------
+
+
+def mp_produce(outbox: Any, count: int, ready: Barrier) -> None:
+    ready.wait()
+    for frame in _frames(count):
+        outbox.put(frame)
+    outbox.put(None)
+
+
+def mp_relay(inbox: Any, outbox: Any, ready: Barrier) -> None:
+    ready.wait()
+    _relay(inbox, outbox, frame_index)
+
+
+def mp_count(inbox: Any, ready: Barrier, results: Any) -> None:
+    ready.wait()
+    results.put(_count(inbox))
+
+
+def processes_run(stages: int, count: int) -> Sample:
+    """A producer process, ``stages`` worker processes and a consumer, joined by mp.Queue."""
+    ctx = mp.get_context("spawn")
+    queues = [ctx.Queue(QUEUE_SIZE) for _ in range(stages + 1)]
+    ready, results = ctx.Barrier(stages + 2), ctx.Queue()
+    processes = [ctx.Process(target=mp_produce, args=(queues[0], count, ready))]
+    processes += [ctx.Process(target=mp_relay, args=(queues[i], queues[i + 1], ready))
+                  for i in range(stages)]
+    processes.append(ctx.Process(target=mp_count, args=(queues[-1], ready, results)))
+    began = cpu_seconds()
+    for process in processes:
+        process.start()
+    try:
+        [(received, span)] = collect(results, processes, 1)
+    finally:
+        reap(processes)
+    return Sample(_checked_rate(received, span, count), cpu_seconds() - began)
+
+
+def _checked_rate(received: int, span: float, count: int) -> float:
+    if received != count:
+        raise RuntimeError(f"overhead: the consumer saw {received} of {count} frames")
+    return (received - 1) / span
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """Best figures of one configuration, without and with the stages."""
+
+    fps_bare: float
+    fps_chain: float
+    cpu_bare_us: float  # per frame
+    cpu_chain_us: float
+
+    @property
+    def hop_wall_us(self) -> float:
+        return (1.0 / self.fps_chain - 1.0 / self.fps_bare) / STAGES * 1e6
+
+    @property
+    def hop_cpu_us(self) -> float:
+        return (self.cpu_chain_us - self.cpu_bare_us) / STAGES
+
+
+def measure_chain(run_chain: Callable[[int, int], Sample], count: int, repeats: int,
+                  spawns: bool) -> Chain:
+    """Best of ``repeats`` runs without and with the stages, alternating so noise hits both.
+
+    ``spawns``: the runs start processes; their start-up CPU, measured with a
+    short run, is taken off before dividing by the frames.
+    """
+    best: dict[int, tuple[float, float]] = {0: (0.0, float("inf")), STAGES: (0.0, float("inf"))}
+    for _ in range(repeats):
+        for stages in (0, STAGES):
+            sample = run_chain(stages, count)
+            fps, cpu = best[stages]
+            best[stages] = (max(fps, sample.fps), min(cpu, sample.cpu_s))
+    per_frame = {}
+    for stages, (_fps, cpu) in best.items():
+        fixed = run_chain(stages, STARTUP_FRAMES).cpu_s if spawns else 0.0
+        frames = count - STARTUP_FRAMES if spawns else count
+        per_frame[stages] = (cpu - fixed) / frames * 1e6
+    return Chain(best[0][0], best[STAGES][0], per_frame[0], per_frame[STAGES])
+
+
+def run(quick: bool) -> Iterator[Measurement]:
+    """framepipe under each executor, then the hand-written equivalents, then ratios."""
+    frames, repeats = FRAMES[quick], REPEATS[quick]
+    cases: list[tuple[str, str, Callable[[int, int], Sample]]] = [
+        ("framepipe", "inline", lambda n, c: framepipe_run("inline", n, c)),
+        ("framepipe", "threads", lambda n, c: framepipe_run("threads", n, c)),
+        ("framepipe", "processes", lambda n, c: framepipe_run("processes", n, c)),
+        ("plain loop", "inline", loop_run),
+        ("queue.Queue threads", "threads", threads_run),
+        ("mp.Queue processes", "processes", processes_run),
+    ]
+    ours: dict[str, Chain] = {}
+    for case, executor, run_chain in cases:
+        key = "loop" if case == "plain loop" else executor
+        progress(f"{BENCH}: {case}, {executor}: 0 and {STAGES} stages, {frames[key]} frames, "
+                 f"best of {repeats[key]}")
+        chain = measure_chain(run_chain, frames[key], repeats[key],
+                              spawns=executor == "processes")
+        detail = f"{executor}, {SIZE}x{SIZE}"
+
+        def m(metric: str, value: float, unit: str, target: Target | None = None,
+              case: str = case, detail: str = detail) -> Measurement:
+            return Measurement(BENCH, case, detail, metric, value, unit, target)
+
+        yield m("fps_0_stages", chain.fps_bare, "fps")
+        yield m(f"fps_{STAGES}_stages", chain.fps_chain, "fps")
+        yield m("cpu_per_frame_0_stages", chain.cpu_bare_us, "us")
+        yield m(f"cpu_per_frame_{STAGES}_stages", chain.cpu_chain_us, "us")
+        yield m("per_hop_wall", chain.hop_wall_us, "us")
+        is_inline = case == "framepipe" and executor == "inline"
+        yield m("per_hop_cpu", chain.hop_cpu_us, "us", Target("<=", 2) if is_inline else None)
+        if case == "framepipe":
+            ours[executor] = chain
+            continue
+        mine = ours[executor]
+        ratio = f"framepipe/{case}"
+        yield m("per_hop_wall", _ratio(mine.hop_wall_us, chain.hop_wall_us), "x", case=ratio)
+        yield m("per_hop_cpu", _ratio(mine.hop_cpu_us, chain.hop_cpu_us), "x", case=ratio)
+
+
+def _ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs > 0 else float("nan")
