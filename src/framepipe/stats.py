@@ -135,7 +135,7 @@ def _triple(values: Mapping[str, float]) -> str:
 
 
 class _Samples:
-    """The most recent samples of one measure, plus the all-time maximum."""
+    """The most recent samples of one measure (seconds), plus the all-time maximum."""
 
     __slots__ = ("max", "recent")
 
@@ -149,11 +149,17 @@ class _Samples:
             self.max = value
 
     def summary(self) -> dict[str, float]:
+        """p50, p95 and max, in milliseconds."""
         recent = list(self.recent)  # one C call: safe against the writer thread
         if not recent:
             return dict(_EMPTY)
-        p50, p95 = np.percentile(np.asarray(recent, dtype=float), [50, 95])
-        return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "max": round(self.max, 3)}
+        values = np.maximum(np.asarray(recent, dtype=float), 0.0) * 1000.0
+        p50, p95 = np.percentile(values, [50, 95])
+        return {
+            "p50": round(float(p50), 3),
+            "p95": round(float(p95), 3),
+            "max": round(max(self.max, 0.0) * 1000.0, 3),
+        }
 
 
 class StatsRecorder:
@@ -175,7 +181,7 @@ class StatsRecorder:
         self._age = _Samples(keep)
         self._done_times: deque[float] = deque(maxlen=4096)
         self._fps_window = fps_window
-        self._started = time.monotonic()
+        self._started = time.perf_counter()
         self._first: float | None = None
         self._last = 0.0
         self._ended: float | None = None
@@ -189,17 +195,34 @@ class StatsRecorder:
         Called by the node's own worker only, on every frame: no lock (readers
         copy the sample deques in one C call, under the GIL).
         """
-        now = time.monotonic()
+        now = time.perf_counter()
         self.processed += count
-        self._latency.add(latency * 1000.0)
+        self._latency.add(latency)
         if age is not None:
-            self._age.add(age * 1000.0 if age > 0 else 0.0)
+            self._age.add(age)
         if wait is not None:
-            self._wait.add(wait * 1000.0 if wait > 0 else 0.0)
+            self._wait.add(wait)
         if count == 1:
             self._done_times.append(now)
         else:
             self._done_times.extend([now] * count)
+        if self._first is None:
+            self._first = now - latency
+        self._last = now
+
+    def record_one(self, now: float, latency: float, age: float) -> None:
+        """``record`` for one frame, with ``now`` from ``time.perf_counter()``: the
+        inline executor's hot path, which has just read the clock."""
+        self.processed += 1
+        samples = self._latency
+        samples.recent.append(latency)
+        if latency > samples.max:
+            samples.max = latency
+        samples = self._age
+        samples.recent.append(age)
+        if age > samples.max:
+            samples.max = age
+        self._done_times.append(now)
         if self._first is None:
             self._first = now - latency
         self._last = now
@@ -221,11 +244,11 @@ class StatsRecorder:
 
     def finish(self) -> None:
         if self._ended is None:
-            self._ended = time.monotonic()
+            self._ended = time.perf_counter()
 
     def snapshot(self) -> NodeStats:
         with self._lock:
-            now = self._ended or time.monotonic()
+            now = self._ended or time.perf_counter()
             elapsed = now - self._started
             if self._ended is not None:
                 # Over the span that frames were processed: setup time is not throughput.

@@ -452,13 +452,15 @@ class NodeRunner:
         except Exception as exc:
             self._failed(exc, 1)
             return
-        self.recorder.record(perf_counter() - began, age)
+        done = perf_counter()
+        self.recorder.record_one(done, done - began, age)
         if value is not None:
             self.forward(frame, value)
 
     def forward(self, frame: Frame, value: Any) -> None:
         """Send ``frame`` on with this node's result attached, to every outlet."""
-        if not self.outlets:
+        outlets = self.outlets
+        if not outlets:
             return
         out = Frame(
             frame.image,
@@ -469,14 +471,16 @@ class NodeRunner:
             {**frame.results, self.name: value},
             frame._handles,
         )
-        created: list[Any] = []
-        if self.shared is not None:
-            # Some outlet leads to another process: move big results to shared
-            # memory once, before the first outlet sends them.
-            from ._remote import export
+        if self.shared is None:
+            for outlet in outlets:
+                outlet.deliver(out)
+            return
+        # Some outlet leads to another process: move big results to shared memory
+        # once, before the first outlet sends them.
+        from ._remote import export
 
-            out, created = export(out, self.shared)
-        for outlet in self.outlets:
+        out, created = export(out, self.shared)
+        for outlet in outlets:
             outlet.deliver(out)
         for handle in created:
             self.shared.release_owner(handle)
