@@ -5,6 +5,7 @@ Prints "running" once frames flow, then runs until stopped.
 Exit codes: 0 normal end, 130 Ctrl-C, 143 SIGTERM, 3 a framepipe error.
 """
 
+import json
 import sys
 import threading
 import time
@@ -25,7 +26,9 @@ if __name__ == "__main__":
         while True:
             stats = pipe.stats()
             if "out" in stats and stats["out"].processed >= 10:
+                run = pipe._run  # the test needs the workers' pids
                 print("running", flush=True)
+                print(json.dumps(run.worker_pids() if run is not None else {}), flush=True)
                 return
             time.sleep(0.05)
 

@@ -1,8 +1,7 @@
 """``executor="processes"``: each node in its own process, frames in shared memory.
 
-The caller's process supervises: it spawns one worker per node (spawn start
-method, so it is safe with threads and on every OS), tells them where to
-connect, starts the sources once every stage is set up, merges their
+The caller's process supervises: it starts one worker per node, tells them
+where to connect, starts the sources once every stage is set up, merges their
 statistics, notices a worker that dies, and at the end unlinks every shared
 memory segment of the run and reaps every process, whatever happened.
 """
@@ -12,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import secrets
 import shutil
 import tempfile
@@ -34,6 +34,25 @@ from ._host import Host, HostSpec, host_main, portable, restore_error
 log = logging.getLogger("framepipe")
 
 MAIN = "main"
+#: Modules a worker almost always needs; the fork server imports them once.
+PRELOAD = ["numpy", "cv2", "av", "framepipe", "framepipe.runtime._host", "framepipe.stages"]
+
+
+def start_context() -> Any:
+    """How workers start: from a fork server where the OS has one, else spawned.
+
+    Both start a clean process (never a fork of the caller with its threads).
+    A fork server imports numpy, OpenCV, PyAV and framepipe's stages once; each
+    worker forks from it in milliseconds, where a spawned worker would import
+    them all again. ``FRAMEPIPE_START_METHOD=spawn`` chooses spawning.
+    """
+    method = os.environ.get("FRAMEPIPE_START_METHOD", "forkserver")
+    if method not in mp.get_all_start_methods() or method == "fork":
+        method = "spawn"
+    context = mp.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(PRELOAD)
+    return context
 #: How long a worker may take to start and import before it is declared dead.
 START_TIMEOUT = 120.0
 
@@ -74,7 +93,7 @@ class ProcessExecutor(Executor):
         self._cleaned = False
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
-        self._ctx = mp.get_context("spawn")
+        self._ctx = start_context()
         self._main_ready = threading.Event()
 
     def _place(self, node: Node) -> str:
