@@ -24,6 +24,7 @@ and processes joined by ``multiprocessing.Queue(8)``.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import resource
 import threading
@@ -86,9 +87,19 @@ def framepipe_run(executor: str, stages: int, count: int) -> Sample:
     for i in range(stages):
         node = pipe.stage(f"stage{i + 1}", frame_index, after=node)
     pipe.sink("out", Discard(), after=node)
-    began = cpu_seconds()
-    run = pipe.run(mode="offline", executor=executor)
-    used = cpu_seconds() - began
+    # Workers forked by a fork server are its children, not ours, and their CPU
+    # would go uncounted: spawn them here, as direct children that get reaped.
+    previous = os.environ.get("FRAMEPIPE_START_METHOD")
+    os.environ["FRAMEPIPE_START_METHOD"] = "spawn"
+    try:
+        began = cpu_seconds()
+        run = pipe.run(mode="offline", executor=executor)
+        used = cpu_seconds() - began
+    finally:
+        if previous is None:
+            del os.environ["FRAMEPIPE_START_METHOD"]
+        else:
+            os.environ["FRAMEPIPE_START_METHOD"] = previous
     stats = run.stats["out"]
     if stats.processed != count:
         raise RuntimeError(f"overhead: the sink saw {stats.processed} of {count} frames")
@@ -140,8 +151,10 @@ def threads_run(stages: int, count: int) -> Sample:
         queues[0].put(None)
 
     threads = [threading.Thread(target=produce, daemon=True)]
-    threads += [threading.Thread(target=_relay, args=(queues[i], queues[i + 1], frame_index),
-                                 daemon=True) for i in range(stages)]
+    threads += [
+        threading.Thread(target=_relay, args=(queues[i], queues[i + 1], frame_index), daemon=True)
+        for i in range(stages)
+    ]
     began = cpu_seconds()
     for thread in threads:
         thread.start()
@@ -177,8 +190,9 @@ def processes_run(stages: int, count: int) -> Sample:
     queues = [ctx.Queue(QUEUE_SIZE) for _ in range(stages + 1)]
     ready, results = ctx.Barrier(stages + 2), ctx.Queue()
     processes = [ctx.Process(target=mp_produce, args=(queues[0], count, ready))]
-    processes += [ctx.Process(target=mp_relay, args=(queues[i], queues[i + 1], ready))
-                  for i in range(stages)]
+    processes += [
+        ctx.Process(target=mp_relay, args=(queues[i], queues[i + 1], ready)) for i in range(stages)
+    ]
     processes.append(ctx.Process(target=mp_count, args=(queues[-1], ready, results)))
     began = cpu_seconds()
     for process in processes:
@@ -214,8 +228,9 @@ class Chain:
         return (self.cpu_chain_us - self.cpu_bare_us) / STAGES
 
 
-def measure_chain(run_chain: Callable[[int, int], Sample], count: int, repeats: int,
-                  spawns: bool) -> Chain:
+def measure_chain(
+    run_chain: Callable[[int, int], Sample], count: int, repeats: int, spawns: bool
+) -> Chain:
     """Best of ``repeats`` runs without and with the stages, alternating so noise hits both.
 
     ``spawns``: the runs start processes; their start-up CPU, measured with a
@@ -249,14 +264,21 @@ def run(quick: bool) -> Iterator[Measurement]:
     ours: dict[str, Chain] = {}
     for case, executor, run_chain in cases:
         key = "loop" if case == "plain loop" else executor
-        progress(f"{BENCH}: {case}, {executor}: 0 and {STAGES} stages, {frames[key]} frames, "
-                 f"best of {repeats[key]}")
-        chain = measure_chain(run_chain, frames[key], repeats[key],
-                              spawns=executor == "processes")
+        progress(
+            f"{BENCH}: {case}, {executor}: 0 and {STAGES} stages, {frames[key]} frames, "
+            f"best of {repeats[key]}"
+        )
+        chain = measure_chain(run_chain, frames[key], repeats[key], spawns=executor == "processes")
         detail = f"{executor}, {SIZE}x{SIZE}"
 
-        def m(metric: str, value: float, unit: str, target: Target | None = None,
-              case: str = case, detail: str = detail) -> Measurement:
+        def m(
+            metric: str,
+            value: float,
+            unit: str,
+            target: Target | None = None,
+            case: str = case,
+            detail: str = detail,
+        ) -> Measurement:
             return Measurement(BENCH, case, detail, metric, value, unit, target)
 
         yield m("fps_0_stages", chain.fps_bare, "fps")
