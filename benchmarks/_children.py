@@ -8,8 +8,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 
-def collect(results: Any, processes: list[BaseProcess], count: int,
-            timeout: float = 300.0) -> list[Any]:
+def collect(
+    results: Any, processes: list[BaseProcess], count: int, timeout: float = 300.0
+) -> list[Any]:
     """``count`` reports from the ``results`` queue; raises if a child fails first."""
     reports: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -21,11 +22,14 @@ def collect(results: Any, processes: list[BaseProcess], count: int,
             pass
         failed = [p for p in processes if p.exitcode not in (None, 0)]
         if failed:
-            raise RuntimeError(f"baseline process {failed[0].name} exited with code "
-                               f"{failed[0].exitcode}")
+            raise RuntimeError(
+                f"baseline process {failed[0].name} exited with code {failed[0].exitcode}"
+            )
         if time.monotonic() > deadline:
-            raise RuntimeError(f"baseline processes reported {len(reports)} of {count} results "
-                               f"within {timeout:g} s")
+            raise RuntimeError(
+                f"baseline processes reported {len(reports)} of {count} results "
+                f"within {timeout:g} s"
+            )
     return reports
 
 

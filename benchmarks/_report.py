@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import psutil
@@ -78,8 +79,9 @@ def _shown(value: float) -> str:
 def _git(*args: str) -> str:
     """Output of a read-only git command, or "" when git is not there."""
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                              check=False).stdout
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
     except OSError:
         return ""
 
@@ -155,18 +157,30 @@ _STARTED = time.monotonic()
 
 def markdown(measurements: list[Measurement]) -> str:
     """The measurements as a Markdown table, for benchmarks/README.md."""
-    lines = ["| bench | case | detail | metric | value | unit | target |",
-             "|---|---|---|---|---:|---|---|"]
+    lines = [
+        "| bench | case | detail | metric | value | unit | target |",
+        "|---|---|---|---|---:|---|---|",
+    ]
     for m in measurements:
         verdict = ""
         if m.target is not None:
             verdict = f"{m.target}: {'met' if m.target.met_by(m.value) else '**missed**'}"
-        lines.append(f"| {m.bench} | {m.case} | {m.detail} | {m.metric} | {_shown(m.value)} "
-                     f"| {m.unit} | {verdict} |")
+        lines.append(
+            f"| {m.bench} | {m.case} | {m.detail} | {m.metric} | {_shown(m.value)} "
+            f"| {m.unit} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def progress(message: str) -> None:
     """Say what runs now (stderr, so stdout stays JSON lines)."""
-    print(f"[benchmarks {time.monotonic() - _STARTED:5.0f}s] {message}", file=sys.stderr,
-          flush=True)
+    print(
+        f"[benchmarks {time.monotonic() - _STARTED:5.0f}s] {message}", file=sys.stderr, flush=True
+    )
+
+
+def shared_media() -> Path | None:
+    """../shared/media beside the repository (or ``FRAMEPIPE_SHARED_MEDIA``), if there."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "media"
+    root = Path(os.environ.get("FRAMEPIPE_SHARED_MEDIA", default))
+    return root if (root / "videos").is_dir() else None

@@ -9,27 +9,22 @@ decoded frame to the last.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import framepipe as fp
 
-from ._report import Measurement, Target, progress
+from ._report import Measurement, Target, progress, shared_media
 
 BENCH = "decode"
 CLIP = "slow_traffic_small.mp4"
 
 
 def _clip() -> Path | None:
-    root = Path(
-        os.environ.get(
-            "FRAMEPIPE_SHARED_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"
-        )
-    )
-    path = root / "videos" / CLIP
-    return path if path.exists() else None
+    media = shared_media()
+    path = media / "videos" / CLIP if media is not None else None
+    return path if path is not None and path.exists() else None
 
 
 def bare_pyav(path: Path) -> tuple[int, float]:

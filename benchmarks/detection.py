@@ -15,7 +15,6 @@ including model loading and, for framepipe, starting its workers.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,19 +23,15 @@ from typing import Any
 
 import framepipe as fp
 
-from ._report import Measurement, Target, progress
+from ._report import Measurement, Target, progress, shared_media
 
 BENCH = "detection"
 CLIP = "slow_traffic_small.mp4"
 
 
 def _media() -> Path | None:
-    root = Path(
-        os.environ.get(
-            "FRAMEPIPE_SHARED_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"
-        )
-    )
-    return root if (root / "videos" / CLIP).exists() else None
+    media = shared_media()
+    return media if media is not None and (media / "videos" / CLIP).exists() else None
 
 
 def _stages(model: str) -> tuple[Any, Any, Any]:

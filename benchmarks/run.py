@@ -41,12 +41,19 @@ def scenario(name: str, quick: bool) -> Iterator[Measurement]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
-                                     description="framepipe's core benchmarks")
-    parser.add_argument("--quick", action="store_true",
-                        help="shorter runs (about a minute and a half in all)")
-    parser.add_argument("--only", action="append", choices=list(SCENARIOS), metavar="NAME",
-                        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description="framepipe's core benchmarks"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter runs (about a minute and a half in all)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(SCENARIOS),
+        metavar="NAME",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
+    )
     parser.add_argument("--out", help="also write the JSON lines to this file")
     parser.add_argument("--markdown", help="also write the table as Markdown to this file")
     args = parser.parse_args(argv)
@@ -55,15 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     began = time.monotonic()
-    with open(args.out, "w", encoding="utf-8") if args.out \
-            else contextlib.nullcontext() as out:
+    with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext() as out:
         report = Report(out)
         report.line(environment({"quick": args.quick, "only": names}))
         for name in names:
             for measurement in scenario(name, args.quick):
                 report.add(measurement)
-        report.line({"kind": "end", "elapsed_s": round(time.monotonic() - began, 1),
-                     "load_average": [round(v, 2) for v in os.getloadavg()]})
+        report.line(
+            {
+                "kind": "end",
+                "elapsed_s": round(time.monotonic() - began, 1),
+                "load_average": [round(v, 2) for v in os.getloadavg()],
+            }
+        )
     progress(f"done in {time.monotonic() - began:.0f} s")
     report.table()
     if args.markdown:

@@ -63,22 +63,28 @@ def run_framepipe(kind: str, loops: int, duration: float) -> ConsumerRun:
     stats = run.stats
     start, end = trace.steady(WARM_UP_S)
     return ConsumerRun(
-        source_fps=stats["cam"].fps, fast_fps=stats["fast"].fps,
+        source_fps=stats["cam"].fps,
+        fast_fps=stats["fast"].fps,
         slow_processed=stats["slow"].processed,
         slow_seconds=stats["slow"].latency_ms["p50"] / 1000.0,
-        slow_age_p50_ms=stats["slow"].age_ms["p50"], slow_age_max_ms=stats["slow"].age_ms["max"],
+        slow_age_p50_ms=stats["slow"].age_ms["p50"],
+        slow_age_max_ms=stats["slow"].age_ms["max"],
         source_blocked_s=None,  # a real-time source never waits on "latest" edges
-        memory_start=start, memory_end=end)
+        memory_start=start,
+        memory_end=end,
+    )
 
 
 # -- the baseline: processes and multiprocessing.Queue(maxsize=1) --------------------------
 
 
-def queue_producer(queues: list[Any], blocking: bool, ready: Barrier, stop: Event,
-                   results: Any) -> None:
+def queue_producer(
+    queues: list[Any], blocking: bool, ready: Barrier, stop: Event, results: Any
+) -> None:
     """A 30 fps camera feeding every queue: skip a full one, or block on it."""
     frames = fp.sources.Synthetic(width=WIDTH, height=HEIGHT, fps=SOURCE_FPS).open(
-        fp.sources.SourceContext("cam"))
+        fp.sources.SourceContext("cam")
+    )
     ready.wait()
     period = 1.0 / SOURCE_FPS
     first = due = time.monotonic()
@@ -101,8 +107,14 @@ def queue_producer(queues: list[Any], blocking: bool, ready: Barrier, stop: Even
             time.sleep(delay)
         else:
             due = time.monotonic()  # a camera does not catch up on missed frames
-    results.put({"name": "producer", "processed": produced,
-                 "span": time.monotonic() - first, "blocked": blocked})
+    results.put(
+        {
+            "name": "producer",
+            "processed": produced,
+            "span": time.monotonic() - first,
+            "blocked": blocked,
+        }
+    )
     for q in queues:
         q.cancel_join_thread()  # frames still in a pipe must not keep this process alive
 
@@ -117,8 +129,9 @@ def _put(q: Any, item: Any, stop: Event) -> None:
             pass
 
 
-def queue_consumer(name: str, q: Any, kind: str, loops: int, ready: Barrier, stop: Event,
-                   results: Any) -> None:
+def queue_consumer(
+    name: str, q: Any, kind: str, loops: int, ready: Barrier, stop: Event, results: Any
+) -> None:
     """Take frames from ``q`` and work on them; report counts and frame ages."""
     ready.wait()
     ages: list[float] = []
@@ -144,10 +157,10 @@ def run_queue_baseline(kind: str, loops: int, duration: float, blocking: bool) -
     fast_q, slow_q = ctx.Queue(maxsize=1), ctx.Queue(maxsize=1)
     processes = [
         ctx.Process(target=queue_consumer, args=("fast", fast_q, "none", 0, ready, stop, results)),
-        ctx.Process(target=queue_consumer, args=("slow", slow_q, kind, loops, ready, stop,
-                                                 results)),
-        ctx.Process(target=queue_producer, args=([fast_q, slow_q], blocking, ready, stop,
-                                                 results)),
+        ctx.Process(
+            target=queue_consumer, args=("slow", slow_q, kind, loops, ready, stop, results)
+        ),
+        ctx.Process(target=queue_producer, args=([fast_q, slow_q], blocking, ready, stop, results)),
     ]
     for process in processes:
         process.start()
@@ -166,12 +179,16 @@ def run_queue_baseline(kind: str, loops: int, duration: float, blocking: bool) -
     start, end = trace.steady(WARM_UP_S)
     slow_ages = np.array(reports["slow"]["ages"] or [0.0]) * 1000.0
     return ConsumerRun(
-        source_fps=_rate(reports["producer"]), fast_fps=_rate(reports["fast"]),
+        source_fps=_rate(reports["producer"]),
+        fast_fps=_rate(reports["fast"]),
         slow_processed=reports["slow"]["processed"],
         slow_seconds=_per_frame(reports["slow"]),
         slow_age_p50_ms=float(np.percentile(slow_ages, 50)),
         slow_age_max_ms=float(slow_ages.max()),
-        source_blocked_s=reports["producer"]["blocked"], memory_start=start, memory_end=end)
+        source_blocked_s=reports["producer"]["blocked"],
+        memory_start=start,
+        memory_end=end,
+    )
 
 
 def _rate(report: dict[str, Any]) -> float:
@@ -187,11 +204,11 @@ def _per_frame(report: dict[str, Any]) -> float:
 # -- measurements -------------------------------------------------------------------------
 
 
-def _figures(case: str, detail: str, result: ConsumerRun, *,
-             targets: bool) -> Iterator[Measurement]:
+def _figures(
+    case: str, detail: str, result: ConsumerRun, *, targets: bool
+) -> Iterator[Measurement]:
     def m(metric: str, value: float, unit: str, target: Target | None = None) -> Measurement:
-        return Measurement(BENCH, case, detail, metric, value, unit,
-                           target if targets else None)
+        return Measurement(BENCH, case, detail, metric, value, unit, target if targets else None)
 
     growth = result.memory_end.rss_mb - result.memory_start.rss_mb
     yield m("source_fps", result.source_fps, "fps")
@@ -208,18 +225,22 @@ def _figures(case: str, detail: str, result: ConsumerRun, *,
     yield m("tree_pss_start", result.memory_start.pss_mb, "MB")
     yield m("tree_pss_end", result.memory_end.pss_mb, "MB")
     # "Flat": the steady state grows by less than 5% of where it started.
-    yield m("tree_rss_growth", growth, "MB",
-            Target("<=", round(0.05 * result.memory_start.rss_mb, 1)))
+    yield m(
+        "tree_rss_growth", growth, "MB", Target("<=", round(0.05 * result.memory_start.rss_mb, 1))
+    )
 
 
-def _ratios(detail: str, ours: ConsumerRun, theirs: ConsumerRun,
-            baseline: str) -> Iterator[Measurement]:
+def _ratios(
+    detail: str, ours: ConsumerRun, theirs: ConsumerRun, baseline: str
+) -> Iterator[Measurement]:
     case = f"framepipe/{baseline}"
-    for metric, a, b in (("source_fps", ours.source_fps, theirs.source_fps),
-                         ("fast_fps", ours.fast_fps, theirs.fast_fps),
-                         ("slow_age_p50", ours.slow_age_p50_ms, theirs.slow_age_p50_ms),
-                         ("tree_rss_end", ours.memory_end.rss_mb, theirs.memory_end.rss_mb),
-                         ("tree_pss_end", ours.memory_end.pss_mb, theirs.memory_end.pss_mb)):
+    for metric, a, b in (
+        ("source_fps", ours.source_fps, theirs.source_fps),
+        ("fast_fps", ours.fast_fps, theirs.fast_fps),
+        ("slow_age_p50", ours.slow_age_p50_ms, theirs.slow_age_p50_ms),
+        ("tree_rss_end", ours.memory_end.rss_mb, theirs.memory_end.rss_mb),
+        ("tree_pss_end", ours.memory_end.pss_mb, theirs.memory_end.pss_mb),
+    ):
         yield Measurement(BENCH, case, detail, metric, a / b if b else float("nan"), "x")
 
 

@@ -48,8 +48,12 @@ QUEUE_SIZE = 8
 _META_BYTES = 4096  # slot metadata (index, timestamp) sits before the page-aligned slots
 
 
-def _frames(width: int, height: int, count: int,
-            allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> Iterator[Any]:
+def _frames(
+    width: int,
+    height: int,
+    count: int,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+) -> Iterator[Any]:
     """The same test pattern framepipe's Synthetic source draws, as a plain iterator."""
     source = fp.sources.Synthetic(width=width, height=height, frames=count)
     return iter(source.open(fp.sources.SourceContext("cam", allocate=allocate)))
@@ -92,26 +96,40 @@ def run_queue(width: int, height: int, count: int) -> float:
     """Steady-state fps of numpy frames through ``multiprocessing.Queue``."""
     ctx = mp.get_context("spawn")
     ready, results, q = ctx.Barrier(2), ctx.Queue(), ctx.Queue(maxsize=QUEUE_SIZE)
-    return _rate(results, [
-        ctx.Process(target=queue_receive, args=(q, ready, results)),
-        ctx.Process(target=queue_send, args=(q, width, height, count, ready)),
-    ], count)
+    return _rate(
+        results,
+        [
+            ctx.Process(target=queue_receive, args=(q, ready, results)),
+            ctx.Process(target=queue_send, args=(q, width, height, count, ready)),
+        ],
+        count,
+    )
 
 
 # -- a hand-written shared-memory ring ------------------------------------------------------
 
 
-def _ring_views(shm: shared_memory.SharedMemory,
-                shape: tuple[int, int, int]) -> tuple[np.ndarray, list[np.ndarray]]:
+def _ring_views(
+    shm: shared_memory.SharedMemory, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, list[np.ndarray]]:
     slot_bytes = -(-int(np.prod(shape)) // 4096) * 4096
     meta = np.ndarray((RING_SLOTS, 2), np.float64, buffer=shm.buf)
-    slots = [np.ndarray(shape, np.uint8, buffer=shm.buf, offset=_META_BYTES + i * slot_bytes)
-             for i in range(RING_SLOTS)]
+    slots = [
+        np.ndarray(shape, np.uint8, buffer=shm.buf, offset=_META_BYTES + i * slot_bytes)
+        for i in range(RING_SLOTS)
+    ]
     return meta, slots
 
 
-def ring_send(name: str, width: int, height: int, count: int, free: Semaphore,
-              filled: Semaphore, ready: Barrier) -> None:
+def ring_send(
+    name: str,
+    width: int,
+    height: int,
+    count: int,
+    free: Semaphore,
+    filled: Semaphore,
+    ready: Barrier,
+) -> None:
     shm = shared_memory.SharedMemory(name)
     try:
         _send_into_ring(shm, width, height, count, free, filled, ready)
@@ -119,8 +137,15 @@ def ring_send(name: str, width: int, height: int, count: int, free: Semaphore,
         shm.close()
 
 
-def _send_into_ring(shm: shared_memory.SharedMemory, width: int, height: int, count: int,
-                    free: Semaphore, filled: Semaphore, ready: Barrier) -> None:
+def _send_into_ring(
+    shm: shared_memory.SharedMemory,
+    width: int,
+    height: int,
+    count: int,
+    free: Semaphore,
+    filled: Semaphore,
+    ready: Barrier,
+) -> None:
     meta, slots = _ring_views(shm, (height, width, 3))
     position = 0
 
@@ -139,8 +164,15 @@ def _send_into_ring(shm: shared_memory.SharedMemory, width: int, height: int, co
     filled.release()
 
 
-def ring_receive(name: str, width: int, height: int, free: Semaphore, filled: Semaphore,
-                 ready: Barrier, results: Any) -> None:
+def ring_receive(
+    name: str,
+    width: int,
+    height: int,
+    free: Semaphore,
+    filled: Semaphore,
+    ready: Barrier,
+    results: Any,
+) -> None:
     shm = shared_memory.SharedMemory(name)
     try:
         results.put(_receive_from_ring(shm, width, height, free, filled, ready))
@@ -148,8 +180,14 @@ def ring_receive(name: str, width: int, height: int, free: Semaphore, filled: Se
         shm.close()
 
 
-def _receive_from_ring(shm: shared_memory.SharedMemory, width: int, height: int,
-                       free: Semaphore, filled: Semaphore, ready: Barrier) -> tuple[int, float]:
+def _receive_from_ring(
+    shm: shared_memory.SharedMemory,
+    width: int,
+    height: int,
+    free: Semaphore,
+    filled: Semaphore,
+    ready: Barrier,
+) -> tuple[int, float]:
     meta, _slots = _ring_views(shm, (height, width, 3))
     ready.wait()
     position, count, first, last = 0, 0, 0.0, 0.0
@@ -170,17 +208,27 @@ def run_ring(width: int, height: int, count: int) -> float:
     """Steady-state fps of frames drawn straight into a shared-memory ring."""
     ctx = mp.get_context("spawn")
     slot_bytes = -(-width * height * 3 // 4096) * 4096
-    shm = shared_memory.SharedMemory(name=f"fpbench_ring_{os.getpid()}_{secrets.token_hex(3)}",
-                                     create=True, size=_META_BYTES + RING_SLOTS * slot_bytes)
+    shm = shared_memory.SharedMemory(
+        name=f"fpbench_ring_{os.getpid()}_{secrets.token_hex(3)}",
+        create=True,
+        size=_META_BYTES + RING_SLOTS * slot_bytes,
+    )
     try:
         ready, results = ctx.Barrier(2), ctx.Queue()
         free, filled = ctx.Semaphore(RING_SLOTS), ctx.Semaphore(0)
-        return _rate(results, [
-            ctx.Process(target=ring_receive, args=(shm.name, width, height, free, filled, ready,
-                                                   results)),
-            ctx.Process(target=ring_send, args=(shm.name, width, height, count, free, filled,
-                                                ready)),
-        ], count)
+        return _rate(
+            results,
+            [
+                ctx.Process(
+                    target=ring_receive,
+                    args=(shm.name, width, height, free, filled, ready, results),
+                ),
+                ctx.Process(
+                    target=ring_send, args=(shm.name, width, height, count, free, filled, ready)
+                ),
+            ],
+            count,
+        )
     finally:
         shm.close()
         shm.unlink()
@@ -231,29 +279,41 @@ def run(quick: bool) -> Iterator[Measurement]:
     for label, width, height, count, queue_count in SIZES[quick]:
         detail = f"{label} ({width}x{height})"
 
-        def m(case: str, metric: str, value: float, unit: str,
-              target: Target | None = None, detail: str = detail) -> Measurement:
+        def m(
+            case: str,
+            metric: str,
+            value: float,
+            unit: str,
+            target: Target | None = None,
+            detail: str = detail,
+        ) -> Measurement:
             return Measurement(BENCH, case, detail, metric, value, unit, target)
 
         # Runs alternate between the transports, so a busy moment hits them alike;
         # each keeps its best (noise only ever slows things down).
         ours = queued = ring = 0.0
         for attempt in range(1, repeats + 1):
-            progress(f"{BENCH}: {label}, run {attempt}/{repeats}: framepipe ({count} frames), "
-                     f"mp.Queue ({queue_count}), shared-memory ring ({count})")
+            progress(
+                f"{BENCH}: {label}, run {attempt}/{repeats}: framepipe ({count} frames), "
+                f"mp.Queue ({queue_count}), shared-memory ring ({count})"
+            )
             ours = max(ours, run_framepipe(width, height, count))
             queued = max(queued, run_queue(width, height, queue_count))
             ring = max(ring, run_ring(width, height, count))
-        yield m("framepipe", "fps", ours, "fps",
-                Target(">=", 1000) if label == "1080p" else None)
+        yield m("framepipe", "fps", ours, "fps", Target(">=", 1000) if label == "1080p" else None)
         yield m("mp.Queue", "fps", queued, "fps")
         yield m("shm ring", "fps", ring, "fps")
         copy = copyto_seconds(width, height)
         yield m("np.copyto", "time_per_frame", copy * 1e6, "us")
         yield m("np.copyto", "fps_equivalent", 1.0 / copy, "fps")
         yield m("source alone", "fps", source_alone_fps(width, height, count // 4), "fps")
-        yield m("framepipe/mp.Queue", "fps", ours / queued, "x",
-                Target(">=", 40) if label == "1080p" else None)
+        yield m(
+            "framepipe/mp.Queue",
+            "fps",
+            ours / queued,
+            "x",
+            Target(">=", 40) if label == "1080p" else None,
+        )
         yield m("framepipe/shm ring", "fps", ours / ring, "x")
         # What framepipe adds to each frame over the hand-written ring (same drawing).
         yield m("framepipe - shm ring", "time_per_frame", (1 / ours - 1 / ring) * 1e6, "us")
