@@ -427,14 +427,19 @@ def _guess_layout(requested: Layout, meta: dict[str, str]) -> str:
     return "yolox"
 
 
-def _meta_names(meta: dict[str, str]) -> tuple[str, ...] | None:
-    text = meta.get("names")
+def _meta_value(meta: dict[str, str], key: str) -> Any:
+    """A Python literal stored as text in the model's metadata, or None."""
+    text = meta.get(key)
     if not text:
         return None
     try:
-        value = ast.literal_eval(text)
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return None
+
+
+def _meta_names(meta: dict[str, str]) -> tuple[str, ...] | None:
+    value = _meta_value(meta, "names")
     if isinstance(value, dict):
         return tuple(str(value[k]) for k in sorted(value))
     if isinstance(value, list | tuple):
@@ -443,13 +448,7 @@ def _meta_names(meta: dict[str, str]) -> tuple[str, ...] | None:
 
 
 def _meta_imgsz(meta: dict[str, str]) -> tuple[int, int] | None:
-    text = meta.get("imgsz")
-    if not text:
-        return None
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
+    value = _meta_value(meta, "imgsz")
     if isinstance(value, int):
         return (value, value)
     if isinstance(value, list | tuple) and len(value) == 2:
