@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -83,27 +82,12 @@ class RecordTeardown(fp.Stage):
             fh.write("teardown")
 
 
-class Gate(fp.Stage):
-    """Blocks until a file exists (lets a test hold a stage busy across processes)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def process(self, frame: fp.Frame) -> int:
-        while not os.path.exists(self.path):
-            time.sleep(0.01)
-        return frame.index
-
-
 def index_of(frame: fp.Frame) -> int:
     return frame.index
 
 
 def mean_of(frame: fp.Frame) -> float:
     return float(frame.image.mean())
-
-
-_lock = threading.Lock()
 
 
 class MarkerSink(fp.sinks.Sink):

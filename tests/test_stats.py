@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from framepipe.stats import RunStats, StatsRecorder
 
 
@@ -42,7 +44,5 @@ def test_table_lists_every_node() -> None:
 
 def test_unknown_node_names_the_known_ones() -> None:
     stats = RunStats({"cam": StatsRecorder("cam", "source").snapshot()})
-    try:
+    with pytest.raises(KeyError, match=r"no node named 'detect'; nodes: \['cam'\]"):
         stats["detect"]
-    except KeyError as exc:
-        assert "no node named 'detect'" in str(exc) and "cam" in str(exc)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,14 +60,19 @@ def run_source(
     start: float = 0.0,
     limit: int | None = None,
     stop_after: float | None = None,
+    on_state: Callable[[str, int], None] | None = None,
+    on_drop: Callable[[int], None] | None = None,
 ) -> list[tuple[np.ndarray, float]]:
     """Open ``source`` and collect up to ``limit`` ``(image copy, pts)`` pairs.
 
     ``stop_after`` seconds sets the stop flag the way a stopping run does; the
-    source must then end on its own soon after.
+    source must then end on its own soon after. ``on_state(state, reconnects)``
+    and ``on_drop(n)`` receive what the source reports, as the statistics do.
     """
     stop = threading.Event()
-    ctx = SourceContext(name, mode=mode, start=start, stop_event=stop)
+    ctx = SourceContext(
+        name, mode=mode, start=start, stop_event=stop, on_state=on_state, on_drop=on_drop
+    )
     timer = threading.Timer(stop_after, stop.set) if stop_after is not None else None
     if timer is not None:
         timer.start()
@@ -120,14 +125,19 @@ def run_sink(
     name: str = "sink",
     inputs: Sequence[str] = ("stage",),
     sources: Sequence[str] = ("test",),
+    on_drop: Callable[[int], None] | None = None,
 ) -> Sink:
-    """Open ``sink``, write ``frames``, close it (always), and return it."""
+    """Open ``sink``, write ``frames``, close it (always), and return it.
+
+    ``on_drop(n)`` receives what the sink reports through ``context.drop(n)``.
+    """
     sink.context = SinkContext(
         name=name,
         mode="offline",
         inputs=tuple(inputs),
         sources=tuple(sources),
         logger=logging.getLogger(f"framepipe.sink.{name}"),
+        on_drop=on_drop,
     )
     sink.open()
     try:

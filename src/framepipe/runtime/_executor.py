@@ -254,17 +254,15 @@ class LocalExecutor(Executor):
             runner.run(set_up)
 
     def _watch(self) -> None:
-        for thread in list(self.threads):
-            if thread is not threading.current_thread():
-                thread.join()
-        while True:  # sources added while running
+        # Rescan until no thread is left: sources added while running start new ones.
+        while True:
             with self._lock:
-                extra = [
+                alive = [
                     t for t in self.threads if t.is_alive() and t is not threading.current_thread()
                 ]
-            if not extra:
+            if not alive:
                 break
-            for thread in extra:
+            for thread in alive:
                 thread.join()
         self._done.set()
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import cloudpickle
 
-from .._errors import FramepipeError, WorkerError
+from .._errors import WorkerError
 from .._graph import Edge, Node, Plan
 from ..stats import NodeStats, RunStats
 from ..transport import _shm
@@ -53,6 +53,8 @@ def start_context() -> Any:
     if method == "forkserver":
         context.set_forkserver_preload(PRELOAD)
     return context
+
+
 #: How long a worker may take to start and import before it is declared dead.
 START_TIMEOUT = 120.0
 
@@ -95,6 +97,7 @@ class ProcessExecutor(Executor):
         self._supervisor: threading.Thread | None = None
         self._ctx = start_context()
         self._main_ready = threading.Event()
+        self._host_index = 0
 
     def _place(self, node: Node) -> str:
         override = node.options.executor
@@ -128,10 +131,11 @@ class ProcessExecutor(Executor):
         for name in self.plan.order:
             groups.setdefault(self.placement[name], []).append(name)
         try:
-            for index, (host_id, names) in enumerate(groups.items(), start=1):
+            for host_id, names in groups.items():
                 if host_id == MAIN:
                     continue
-                self._spawn_worker(host_id, names, index)
+                self._host_index += 1  # segment names of each worker start with it
+                self._spawn_worker(host_id, names, self._host_index)
             if MAIN in groups:
                 spec = self._spec(MAIN, groups[MAIN], 0)
                 spec.nodes = [self.plan.nodes[n] for n in groups[MAIN]]  # keep the caller's objects
@@ -388,8 +392,12 @@ class ProcessExecutor(Executor):
         return dict(self._final_states)
 
     def worker_pids(self) -> dict[str, int]:
-        return {node: worker.process.pid for worker in list(self.workers.values())
-                for node in worker.nodes if worker.process.pid is not None}
+        return {
+            node: worker.process.pid
+            for worker in list(self.workers.values())
+            for node in worker.nodes
+            if worker.process.pid is not None
+        }
 
     # -- hot add / remove ----------------------------------------------------------------------
 
@@ -399,7 +407,8 @@ class ProcessExecutor(Executor):
             self.main_host.add_source(node, edges, self.addresses)
             return
         # Consumers learn the new edges from each connection's hello.
-        worker = self._spawn_worker(node.name, [node.name], len(self.workers) + 100)
+        self._host_index += 1
+        worker = self._spawn_worker(node.name, [node.name], self._host_index)
         worker.listening.wait(START_TIMEOUT)
         worker.send(("connect", self.addresses))
         worker.ready.wait(START_TIMEOUT)
@@ -411,6 +420,3 @@ class ProcessExecutor(Executor):
             self.main_host.remove_source(name)
         elif host_id in self.workers:
             self.workers[host_id].send(("stop",))
-
-
-__all__ = ["FramepipeError", "ProcessExecutor"]
