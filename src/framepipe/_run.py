@@ -223,14 +223,15 @@ class Run:
 
     @property
     def errors(self) -> list[FramepipeError]:
-        """Every node error: the fatal one first, then sources that failed."""
+        """Every node error: the fatal one first, then those that did not stop the run
+        (a source that failed, a sink whose ``close()`` failed)."""
         if self._executor is None:
             return []
         fatal = [self._executor.fatal] if self._executor.fatal is not None else []
         return fatal + list(self._executor.source_errors)
 
     def raise_error(self) -> None:
-        """Raise the error that stopped the run, or the first source error."""
+        """Raise the error that stopped the run, or the first of the others."""
         errors = self.errors
         if errors:
             raise errors[0]

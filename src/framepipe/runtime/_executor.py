@@ -35,6 +35,7 @@ class Executor(ABC):
         self.plan = plan
         self.stop_event = threading.Event()
         self.fatal: FramepipeError | None = None
+        #: Errors that did not stop the run: failed sources, failed close()/teardown().
         self.source_errors: list[FramepipeError] = []
         self._error_lock = threading.Lock()
 
@@ -72,17 +73,26 @@ class Executor(ABC):
 
     def on_fatal(self, node: str, error: BaseException) -> None:
         """A node failed for good: a source error is kept, anything else stops the run."""
+        if isinstance(error, SourceError):
+            self.on_failure(node, error)
+            return
         with self._error_lock:
-            if isinstance(error, SourceError):
-                self.source_errors.append(error)
-                return
             if self.fatal is None:
-                self.fatal = (
-                    error
-                    if isinstance(error, FramepipeError)
-                    else FramepipeError(f"{node!r}: {error}")
-                )
+                self.fatal = _named(node, error)
         self.request_stop()
+
+    def on_failure(self, node: str, error: BaseException) -> None:
+        """A node failed without stopping the others; the run fails once it has ended."""
+        with self._error_lock:
+            self.source_errors.append(_named(node, error))
+
+
+def _named(node: str, error: BaseException) -> FramepipeError:
+    if isinstance(error, FramepipeError):
+        return error
+    named = FramepipeError(f"{node!r}: {error}")
+    named.__cause__ = error.__cause__ or error
+    return named
 
 
 class LocalOutlet:
@@ -186,6 +196,7 @@ class LocalExecutor(Executor):
                     sources=plan.sources_upstream(name),
                     stop=self.stop_event,
                     on_fatal=self.on_fatal,
+                    on_failure=self.on_failure,
                     sink_context=self.sink_context(),
                 )
                 if not self.threaded:
@@ -212,6 +223,7 @@ class LocalExecutor(Executor):
             start=self.plan.start,
             stop=self.stop_event,
             on_fatal=self.on_fatal,
+            on_error=self.on_failure,
         )
 
     # -- running -----------------------------------------------------------------
@@ -288,8 +300,13 @@ class LocalExecutor(Executor):
                 for inbox in self.inboxes.values():
                     inbox.close()
             self._drain()
+        except BaseException as exc:  # the scheduler's own failure: fatal, never silent
+            log.error("framepipe: the inline scheduler failed", exc_info=True)
+            self.on_fatal("inline", exc)
         finally:
             self._set_up.set()
+            for source in self.sources.values():
+                source.finish()
             for runner in self.runners.values():
                 runner.finish()
             self._done.set()

@@ -15,12 +15,11 @@ import logging
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
@@ -53,6 +52,10 @@ class HostSpec:
     start: float
     socket_dir: str
     sources_upstream: dict[str, tuple[str, ...]]
+    #: Edge id -> flag column of the shared-memory transport (``FlagColumns``).
+    columns: dict[int, int] = field(default_factory=dict)
+    #: The caller's level for ``framepipe`` logs: worker records below it stay there.
+    log_level: int = logging.WARNING
 
 
 def portable(node: Node) -> Node:
@@ -82,7 +85,10 @@ class Host:
         self.stop_event = stop
         self.report = report
         self.shared = SharedFrames(
-            spec.segment_prefix, on_segment=lambda name: report(("segment", name)), stop=stop
+            spec.segment_prefix,
+            on_segment=lambda name: report(("segment", name)),
+            stop=stop,
+            columns=max(spec.columns.values(), default=0) + 1,
         )
         self.recorders: dict[str, StatsRecorder] = {}
         self.inboxes: dict[str, Inbox] = {}
@@ -132,6 +138,7 @@ class Host:
             else:
                 outlet = RemoteOutlet(
                     edge.id,
+                    self.spec.columns[edge.id],
                     edge.upstream,
                     edge.downstream,
                     edge.policy,
@@ -153,6 +160,7 @@ class Host:
                 on_fatal=self.on_fatal,
                 slots=self.shared,
                 export=remote,
+                on_error=self.on_failure,
             )
         else:
             self.runners[node.name] = NodeRunner(
@@ -166,10 +174,11 @@ class Host:
                 on_fatal=self.on_fatal,
                 sink_context=self.sink_context,
                 shared=self.shared if remote else None,
+                on_failure=self.on_failure,
             )
 
     def _lease(self, frame: Any, edge_id: int) -> Callable[[], None]:
-        return self.shared.lease_frame(frame._handles, edge_id)
+        return self.shared.lease_frame(frame._handles, self.spec.columns[edge_id])
 
     # -- phases ------------------------------------------------------------------------
 
@@ -198,7 +207,7 @@ class Host:
                 target=receive,
                 daemon=True,
                 name="framepipe-receive",
-                args=(conn, self.inboxes, self.shared, self.stop_event),
+                args=(conn, self.inboxes, self.shared, self.stop_event, self._edge_failed),
             )
             self._receivers.append(thread)
             thread.start()
@@ -242,15 +251,36 @@ class Host:
             inbox.close()
 
     def on_fatal(self, node: str, error: BaseException) -> None:
+        """A node failed: the run stops (a source's failure only ends that source)."""
         self.report(("fatal", node, *_portable_error(error)))
+
+    def on_failure(self, node: str, error: BaseException) -> None:
+        """A node failed without stopping the run (``close()``/``teardown()``)."""
+        self.report(("error", node, *_portable_error(error)))
+
+    def _edge_failed(self, node: str, error: BaseException) -> None:
+        from ._runners import node_error
+
+        runner = self.runners.get(node)
+        if runner is not None:
+            runner.failed = True
+            runner.recorder.set_state("failed")
+            error = node_error(runner.node, error, "input failed")
+        log.error("%s", error)
+        self.on_fatal(node, error)
 
     def done(self) -> bool:
         return all(not t.is_alive() for t in self.threads)
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the node threads, then (briefly) for edges still bringing frames in,
+        so frames that arrive after a node stopped are counted as its ``stop`` drops."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in list(self.threads):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        for thread in list(self._receivers):
+            left = 2.0 if deadline is None else max(0.0, min(2.0, deadline - time.monotonic()))
             thread.join(left)
         return self.done()
 
@@ -283,8 +313,16 @@ class Host:
 
     # -- hot add ----------------------------------------------------------------------
 
-    def add_source(self, node: Node, edges: list[Edge], addresses: dict[str, str]) -> None:
+    def add_source(
+        self,
+        node: Node,
+        edges: list[Edge],
+        columns: dict[int, int],
+        addresses: dict[str, str],
+    ) -> None:
         self.spec.placement[node.name] = self.spec.host_id
+        self.spec.columns.update(columns)
+        self.shared.widen(max(self.spec.columns.values(), default=0) + 1)
         self.recorders[node.name] = StatsRecorder(node.name, "source")
         for edge in edges:
             self.spec.edges.append(edge)
@@ -334,14 +372,53 @@ def restore_error(blob: bytes, cause: bytes | None, text: str) -> BaseException:
 STATS_EVERY = 0.5
 
 
+#: LogRecord attributes that travel to the caller (the rest may not pickle).
+_RECORD_FIELDS = (
+    "name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+    "created", "msecs", "relativeCreated", "thread", "threadName", "process", "processName",
+    "stack_info",
+)  # fmt: skip
+
+
+class ForwardLogs(logging.Handler):
+    """Sends a worker's log records to the caller, whose ``logging`` handles them.
+
+    Records keep their logger name (``framepipe.stage.<node>``), level and
+    traceback; only what pickles travels (the message is formatted here).
+    """
+
+    def __init__(self, report: Report) -> None:
+        super().__init__()
+        self.report = report
+        self._formatter = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {key: getattr(record, key, None) for key in _RECORD_FIELDS}
+            fields["msg"] = record.getMessage()
+            fields["exc_text"] = (
+                self._formatter.formatException(record.exc_info)
+                if record.exc_info
+                else record.exc_text
+            )
+            self.report(("log", fields))
+        except Exception:
+            self.handleError(record)
+
+
+def replay_log(fields: dict[str, Any]) -> None:
+    """Hand a record forwarded by a worker to the caller's logger of the same name."""
+    record = logging.makeLogRecord(fields)
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
 def host_main(conn: Connection, blob: bytes) -> None:
     """Entry point of a worker process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's owner handles Ctrl-C
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
     send_lock = threading.Lock()
 
     def report(message: tuple[Any, ...]) -> None:
@@ -352,6 +429,9 @@ def host_main(conn: Connection, blob: bytes) -> None:
     host: Host | None = None
     try:
         spec: HostSpec = cloudpickle.loads(blob)
+        root = logging.getLogger()
+        root.handlers[:] = [ForwardLogs(report)]
+        root.setLevel(spec.log_level)
         host = Host(spec, stop=stop, report=report)
         report(("listening", host.listen()))
         _serve(conn, host, report)
@@ -397,12 +477,13 @@ def _serve(conn: Connection, host: Host, report: Report) -> None:
             elif kind == "stop":
                 host.stop()
             elif kind == "add_source":
-                _, node, edges, addresses = message
-                host.add_source(node, edges, addresses)
+                _, node, edges, columns, addresses = message
+                host.add_source(node, edges, columns, addresses)
             elif kind == "remove_source":
                 host.remove_source(message[1])
         now = time.monotonic()
         if now - last_stats >= STATS_EVERY:
             last_stats = now
             report(("stats", host.stats()))
+    host.wait(5.0)  # edges still bringing frames in: counted before the final stats
     report(("done", host.stats(), host.final_states()))

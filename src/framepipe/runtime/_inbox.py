@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .._frame import Frame
+from .._frame import Frame, lent
 from .._policy import NodeOptions, Queue, RateSelector, WindowSampler
 from ..stats import StatsRecorder
 
@@ -42,21 +42,31 @@ MERGE_PENDING_LIMIT = 64
 
 
 class Ticket:
-    """One delivered frame, held until every work item that uses it is done."""
+    """One delivered frame, held until every work item that uses it is done.
 
-    __slots__ = ("arrived", "frame", "refs", "release")
+    ``refs`` changes only under ``lock`` (the inbox's lock, which is re-entrant):
+    the inbox adds references while it holds it, workers drop theirs from
+    their own threads.
+    """
 
-    def __init__(self, frame: Frame, release: Callable[[], None] | None) -> None:
+    __slots__ = ("arrived", "frame", "lock", "refs", "release")
+
+    def __init__(
+        self, frame: Frame, release: Callable[[], None] | None, lock: threading.Condition
+    ) -> None:
         self.frame = frame
         self.release = release
+        self.lock = lock
         self.refs = 1
         self.arrived = time.monotonic()
 
     def unref(self) -> None:
-        self.refs -= 1
-        if self.refs == 0 and self.release is not None:
-            self.release()
-            self.release = None
+        with self.lock:
+            self.refs -= 1
+            if self.refs or self.release is None:
+                return
+            release, self.release = self.release, None
+        release()
 
 
 @dataclass(slots=True)
@@ -136,13 +146,21 @@ class Inbox:
         """Stop: drop everything waiting, wake producers and the worker."""
         with self._cond:
             self._closed = True
+            # What was delivered but will not be processed is counted as ``stop``
+            # drops, so a producer's output and what this node took add up.
             for edge in self._edges.values():
+                if edge.entries:
+                    self.recorder.drop("stop", len(edge.entries))
                 while edge.entries:
                     self._discard(edge, edge.entries.popleft()[1])
+            if self._pending:
+                self.recorder.drop("stop", len(self._pending))
             for tickets in self._pending.values():
                 for ticket in tickets.values():
                     ticket.unref()
             self._pending.clear()
+            if self._held:
+                self.recorder.drop("stop", len(self._held))
             while self._held:
                 entry = self._held.popleft()
                 for ticket in entry if isinstance(entry, list) else (entry,):
@@ -172,10 +190,11 @@ class Inbox:
         ``release`` is called exactly once, when the inbox no longer needs the
         frame. Returns False if the frame was not accepted (inbox closed).
         """
-        ticket = Ticket(frame, release)
+        ticket = Ticket(frame, release, self._cond)
         with self._cond:
             edge = self._edges[edge_id]
             if self._closed:
+                self.recorder.drop("stop")
                 self._give_back(edge, ticket)
                 return False
             if self.options.join == "latest" and edge_id != self._order[0]:
@@ -209,6 +228,7 @@ class Inbox:
                             break
                         self._cond.wait(0.1)
                     if self._closed or (stop is not None and stop.is_set()):
+                        self.recorder.drop("stop")
                         self._discard(edge, entry)
                         return False
                 elif policy.overflow == "drop_oldest":
@@ -412,5 +432,11 @@ class Inbox:
 
 def _with_results(frame: Frame, results: dict[str, Any]) -> Frame:
     return Frame(
-        frame.image, frame.index, frame.pts, frame.timestamp, frame.source, results, frame._handles
+        frame.image,
+        frame.index,
+        frame.pts,
+        frame.timestamp,
+        frame.source,
+        lent(results),
+        frame._handles,
     )

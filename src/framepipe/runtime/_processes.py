@@ -29,7 +29,7 @@ from .._graph import Edge, Node, Plan
 from ..stats import NodeStats, RunStats
 from ..transport import _shm
 from ._executor import Executor
-from ._host import Host, HostSpec, host_main, portable, restore_error
+from ._host import Host, HostSpec, host_main, portable, replay_log, restore_error
 
 log = logging.getLogger("framepipe")
 
@@ -98,6 +98,8 @@ class ProcessExecutor(Executor):
         self._ctx = start_context()
         self._main_ready = threading.Event()
         self._host_index = 0
+        # Every edge may carry frames held in shared memory: each gets a flag column.
+        self.columns = _shm.FlagColumns(e.id for e in plan.edges)
 
     def _place(self, node: Node) -> str:
         override = node.options.executor
@@ -122,6 +124,8 @@ class ProcessExecutor(Executor):
             start=plan.start,
             socket_dir=self.socket_dir,
             sources_upstream={n: plan.sources_upstream(n) for n in names},
+            columns=self.columns.mapping(),
+            log_level=logging.getLogger("framepipe").getEffectiveLevel(),
         )
 
     # -- start -------------------------------------------------------------------------
@@ -226,6 +230,9 @@ class ProcessExecutor(Executor):
         elif kind == "fatal":
             _, node, blob, cause, text = message
             self.on_fatal(node, restore_error(blob, cause, text))
+        elif kind == "error":
+            _, node, blob, cause, text = message
+            self.on_failure(node, restore_error(blob, cause, text))
 
     # -- supervise -----------------------------------------------------------------------
 
@@ -287,6 +294,11 @@ class ProcessExecutor(Executor):
         elif kind == "fatal":
             _, node, blob, cause, text = message
             self.on_fatal(node, restore_error(blob, cause, text))
+        elif kind == "error":
+            _, node, blob, cause, text = message
+            self.on_failure(node, restore_error(blob, cause, text))
+        elif kind == "log":
+            replay_log(message[1])
         elif kind == "done":
             worker.stats = message[1]
             self._final_states.update(message[2])
@@ -403,8 +415,13 @@ class ProcessExecutor(Executor):
 
     def add_source(self, node: Node, edges: list[Edge]) -> None:
         self.placement[node.name] = self._place(node)
-        if self.placement[node.name] == MAIN and self.main_host is not None:
-            self.main_host.add_source(node, edges, self.addresses)
+        main = self.main_host if self.placement[node.name] == MAIN else None
+        # A freed column is reused only once no slot of the new source's host holds
+        # a flag in it (a worker of its own starts with none).
+        reusable = main.shared.column_clear if main is not None else None
+        columns = {edge.id: self.columns.assign(edge.id, reusable) for edge in edges}
+        if main is not None:
+            main.add_source(node, edges, columns, self.addresses)
             return
         # Consumers learn the new edges from each connection's hello.
         self._host_index += 1
@@ -415,6 +432,9 @@ class ProcessExecutor(Executor):
         worker.send(("go",))
 
     def remove_source(self, name: str) -> None:
+        for edge in self.plan.edges:
+            if edge.upstream == name:
+                self.columns.free(edge.id)
         host_id = self.placement.get(name)
         if host_id == MAIN and self.main_host is not None:
             self.main_host.remove_source(name)

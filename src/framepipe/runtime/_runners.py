@@ -4,6 +4,15 @@ A runner owns its node's object (source, stage or sink), its inbox, its
 outlets (one per output edge) and its statistics. Executors only decide where
 runners run (one thread, many threads, many processes) and how outlets reach
 the next inbox.
+
+Supervision: everything a runner does is inside one boundary. An exception
+raised by the user's per-frame call (``next()`` of a source aside, which ends
+the source) is governed by the node's ``on_error``; any other exception
+(a malformed yield, a result that cannot be sent, a framework bug) is fatal
+and reported through ``on_fatal`` naming the node. ``close()``/``teardown()``
+failures are reported through ``on_error`` (the run goes on, then fails). And
+whatever happened, ``finish()`` runs and ends every outlet, so downstream
+always sees the end of its inputs.
 """
 
 from __future__ import annotations
@@ -20,13 +29,15 @@ import cloudpickle
 import numpy as np
 
 from .._errors import FramepipeError, SinkError, SourceError, StageError
-from .._frame import Frame
+from .._frame import NO_RESULTS, Frame, lent
 from .._graph import Node
 from .._stage import FunctionStage, Stage, StageContext
 from ..sinks._base import Sink, SinkContext
 from ..sources._base import Source, SourceContext
 from ..stats import StatsRecorder
+from ..transport._shm import Stopping
 from ._inbox import EMPTY, Inbox, WorkItem
+from ._remote import EdgeError, export
 
 log = logging.getLogger("framepipe")
 
@@ -53,15 +64,32 @@ class Slots(Protocol):
 
 FatalHandler = Callable[[str, BaseException], None]
 
+#: ``on_error="restart"``: restarts in a row (no frame processed between them)
+#: before the node fails for good.
+RESTART_LIMIT = 5
+#: Seconds before the first restart of a row; each further one waits twice as long.
+RESTART_BACKOFF = 0.05
+RESTART_BACKOFF_MAX = 5.0
+
 
 def node_error(node: Node, exc: BaseException, what: str) -> FramepipeError:
     """Wrap ``exc`` in the error type of ``node``'s kind, naming the node."""
     if isinstance(exc, FramepipeError) and getattr(exc, "node", None) == node.name:
         return exc
     kind = {"source": SourceError, "sink": SinkError}.get(node.kind, StageError)
-    error = kind(node.name, f"{what}: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
+    if isinstance(exc, EdgeError | FramepipeError):
+        error = kind(node.name, f"{what}: {exc}")
+        error.__cause__ = exc.__cause__ or exc
+    else:
+        error = kind(node.name, f"{what}: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
     return error
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return f"a {type(value).__name__}"
 
 
 class SourceRunner:
@@ -79,8 +107,10 @@ class SourceRunner:
         on_fatal: FatalHandler,
         slots: Slots | None = None,
         export: bool = False,
+        on_error: FatalHandler | None = None,
     ) -> None:
         self.node, self.name = node, node.name
+        self.on_error = on_error or on_fatal
         self.source: Source = node.obj
         self.outlets = outlets
         self.recorder = recorder
@@ -126,25 +156,42 @@ class SourceRunner:
         return array
 
     def step(self) -> bool:
-        """Produce and deliver one frame; False once the source has ended."""
+        """Produce and deliver one frame; False once the source has ended (or failed)."""
         if self.ended:
             return False
         if self._iterator is None or self._stopping():
             self.finish()
             return False
+        try:
+            return self._step()
+        except Stopping:  # the run stopped while this source waited for a free slot
+            self.finish()
+            return False
+        except BaseException as exc:
+            self._fail(exc, "failed")
+            return False
+
+    def _step(self) -> bool:
+        assert self._iterator is not None
         began = time.perf_counter()
         try:
             captured = next(self._iterator)
         except StopIteration:
             self.finish()
             return False
+        except Stopping:
+            raise
         except BaseException as exc:
             self._fail(exc, "failed while reading")
             return False
-        image, pts = captured
-        read_time = time.perf_counter() - began
-        handle = self._outstanding.pop(id(image), None)
+        handle = self._outstanding.pop(id(captured[0]), None) if _pair(captured) else None
         self._release_outstanding()
+        try:
+            image, pts = self._unpack(captured)
+        except BaseException:
+            self._drop_unused(handle)
+            raise
+        read_time = time.perf_counter() - began
         if not self.source.seekable and pts < self.start:
             self._drop_unused(handle)
             return True
@@ -155,17 +202,41 @@ class SourceRunner:
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
         timestamp = time.time()
         began = time.perf_counter() - read_time  # latency counts reading and delivery, not pacing
-        frame = self._frame(image, pts, timestamp, handle)
-        for outlet in self.outlets:
-            outlet.deliver(frame)
-        if handle is not None and self.slots is not None:
-            self.slots.release_owner(handle)
+        frame, handle = self._frame(image, pts, timestamp, handle)
+        try:
+            for outlet in self.outlets:
+                outlet.deliver(frame)
+        finally:
+            self._drop_unused(handle)  # consumers hold their own leases now
         self.recorder.record(latency=time.perf_counter() - began)
         if self.recorder.state in ("connecting", "idle"):
             self.recorder.set_state("running")
         return True
 
-    def _frame(self, image: np.ndarray, pts: float, timestamp: float, handle: Any) -> Frame:
+    def _unpack(self, captured: Any) -> tuple[np.ndarray, float]:
+        if not _pair(captured):
+            raise SourceError(
+                self.name, f"open() must yield (image, pts) pairs, got {_describe(captured)}"
+            )
+        image, pts = captured
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.dtype != np.uint8:
+            raise SourceError(
+                self.name,
+                f"frame {self._index}: open() must yield an HxWx3 uint8 image with its pts, "
+                f"got {_describe(image)}"
+                + (f" of {image.dtype}" if isinstance(image, np.ndarray) else ""),
+            )
+        try:
+            return image, float(pts)
+        except (TypeError, ValueError):
+            raise SourceError(
+                self.name, f"frame {self._index}: pts must be seconds, got {_describe(pts)}"
+            ) from None
+
+    def _frame(
+        self, image: np.ndarray, pts: float, timestamp: float, handle: Any
+    ) -> tuple[Frame, Any]:
+        """The frame to deliver, and the slot this runner holds for it (None: no slot)."""
         if handle is None and self.export and self.slots is not None:
             array, handle = self.slots.allocate(image.shape)
             np.copyto(array, image)
@@ -175,14 +246,14 @@ class SourceRunner:
         frame = Frame(
             view,
             self._index,
-            float(pts),
+            pts,
             timestamp,
             self.name,
-            {},
+            NO_RESULTS,
             (handle,) if handle is not None else (),
         )
         self._index += 1
-        return frame
+        return frame, handle
 
     def _drop_unused(self, handle: Any) -> None:
         if handle is not None and self.slots is not None:
@@ -216,32 +287,55 @@ class SourceRunner:
         log.error(
             "source %r %s: %s", self.name, what, exc, exc_info=not isinstance(exc, FramepipeError)
         )
-        self.finish(state="failed")
-        self.on_fatal(self.name, error)
+        try:
+            self.finish(state="failed")
+        finally:
+            self.on_fatal(self.name, error)
 
     def finish(self, state: str = "ended") -> None:
         if self.ended:
             return
         self.ended = True
-        if self._iterator is not None:
-            close = getattr(self._iterator, "close", None)
-            try:
-                if close is not None:
-                    close()
-            except Exception:  # a failing close must not hide the end of the stream
-                log.exception("source %r: error while closing", self.name)
-        self._release_outstanding()
-        for outlet in self.outlets:
-            outlet.end()
-        if self.recorder.state != "failed":
-            self.recorder.set_state(state)
-        self.recorder.finish()
+        try:
+            if self._iterator is not None:
+                close = getattr(self._iterator, "close", None)
+                try:
+                    if close is not None:
+                        close()
+                except Exception as exc:  # reported; the end of the stream still goes out
+                    log.error("source %r: closing failed", self.name, exc_info=True)
+                    self.on_error(self.name, node_error(self.node, exc, "closing failed"))
+            self._release_outstanding()
+        finally:
+            _end_all(self.outlets, self.name)
+            if self.recorder.state != "failed":
+                self.recorder.set_state(state)
+            self.recorder.finish()
 
     def run(self) -> None:
-        """Thread body: open, read until the end or a stop."""
-        self.open()
-        while self.step():
-            pass
+        """Thread body: open, read until the end or a stop; always finish."""
+        try:
+            self.open()
+            while self.step():
+                pass
+        except BaseException as exc:
+            if not self.ended:
+                self._fail(exc, "failed")
+        finally:
+            self.finish()
+
+
+def _pair(captured: Any) -> bool:
+    return isinstance(captured, tuple) and len(captured) == 2
+
+
+def _end_all(outlets: list[Outlet], node: str) -> None:
+    """End every outlet, even if one fails: downstream must always see the end."""
+    for outlet in outlets:
+        try:
+            outlet.end()
+        except Exception:
+            log.exception("%r: could not end an output edge", node)
 
 
 class _AnyEvent:
@@ -280,6 +374,7 @@ class NodeRunner:
         on_fatal: FatalHandler,
         sink_context: dict[str, Any] | None = None,
         shared: Any = None,
+        on_failure: FatalHandler | None = None,
     ) -> None:
         self.node, self.name, self.kind = node, node.name, node.kind
         # Set when some outlet leads to another process: results are moved to
@@ -293,7 +388,9 @@ class NodeRunner:
         self.sources = sources
         self.stop_event = stop
         self.on_fatal = on_fatal
+        self.on_failure = on_failure or on_fatal  # close()/teardown(): reported, not stopping
         self.on_error = node.options.on_error
+        self.failures_in_a_row = 0
         self.sink_context = sink_context or {}
         self.logger = logging.getLogger(f"framepipe.{node.kind}.{node.name}")
         self._blob = cloudpickle.dumps(self.obj) if self.on_error == "restart" else None
@@ -360,23 +457,25 @@ class NodeRunner:
             else:
                 self.obj.teardown()
         except BaseException as exc:
+            # Whatever on_error says: a sink that could not finalize its output
+            # (or a stage that could not let go of a resource) fails the run.
             what = "close() failed" if self.kind == "sink" else "teardown() failed"
             self.logger.error("%s %r %s", self.kind, self.name, what, exc_info=True)
-            if self.on_error == "stop":
-                self.on_fatal(self.name, node_error(self.node, exc, what))
+            self.on_failure(self.name, node_error(self.node, exc, what))
 
     def finish(self) -> None:
-        """Tear down, tell downstream nothing more comes, close the books."""
+        """Tear down, tell downstream nothing more comes, close the books. Always ends."""
         if self.ended:
             return
         self.ended = True
-        self.inbox.close()  # nobody reads it any more: release what waits, wake producers
-        self.teardown()
-        for outlet in self.outlets:
-            outlet.end()
-        if not self.failed:
-            self.recorder.set_state("ended")
-        self.recorder.finish()
+        try:
+            self.inbox.close()  # nobody reads it any more: release what waits, wake producers
+            self.teardown()
+        finally:
+            _end_all(self.outlets, self.name)
+            if not self.failed:
+                self.recorder.set_state("ended")
+            self.recorder.finish()
 
     # -- work --------------------------------------------------------------------
 
@@ -421,14 +520,18 @@ class NodeRunner:
             self._failed(exc, len(items))
             return
         took = time.perf_counter() - began
+        self.failures_in_a_row = 0
         ages = [now - item.frame.timestamp for item in items]
         self.recorder.record(
             latency=took, age=max(ages), wait=max(i.wait for i in items), count=len(items)
         )
-        for item, value in zip(items, values, strict=True):
-            if value is not None:
-                self.forward(item.frame, value)
-            item.done()
+        try:
+            for item, value in zip(items, values, strict=True):
+                if value is not None and not self.failed:
+                    self.forward(item.frame, value)
+        finally:
+            for item in items:
+                item.done()
 
     def accept(self, frame: Frame) -> None:
         """Inline fast path: process one frame now, in the producer's call.
@@ -453,37 +556,57 @@ class NodeRunner:
             self._failed(exc, 1)
             return
         done = perf_counter()
+        self.failures_in_a_row = 0
         self.recorder.record_one(done, done - began, age)
         if value is not None:
             self.forward(frame, value)
 
     def forward(self, frame: Frame, value: Any) -> None:
-        """Send ``frame`` on with this node's result attached, to every outlet."""
+        """Send ``frame`` on with this node's result attached, to every outlet.
+
+        A failure here is not the user's: it is fatal whatever ``on_error`` says.
+        """
         outlets = self.outlets
         if not outlets:
             return
-        out = Frame(
-            frame.image,
-            frame.index,
-            frame.pts,
-            frame.timestamp,
-            frame.source,
-            {**frame.results, self.name: value},
-            frame._handles,
-        )
-        if self.shared is None:
-            for outlet in outlets:
-                outlet.deliver(out)
-            return
-        # Some outlet leads to another process: move big results to shared memory
-        # once, before the first outlet sends them.
-        from ._remote import export
+        try:
+            out = Frame(
+                frame.image,
+                frame.index,
+                frame.pts,
+                frame.timestamp,
+                frame.source,
+                lent({**frame.results, self.name: value}),
+                frame._handles,
+            )
+            if self.shared is None:
+                for outlet in outlets:
+                    outlet.deliver(out)
+                return
+            # Some outlet leads to another process: move big results to shared memory
+            # once, before the first outlet sends them.
+            out, created = export(out, self.shared)
+            try:
+                for outlet in outlets:
+                    outlet.deliver(out)
+            finally:
+                for handle in created:
+                    self.shared.release_owner(handle)
+        except Stopping:
+            return  # the run stopped while waiting for a slot: the frame is not sent
+        except Exception as exc:
+            self._fatal(exc, "could not pass its result on")
 
-        out, created = export(out, self.shared)
-        for outlet in outlets:
-            outlet.deliver(out)
-        for handle in created:
-            self.shared.release_owner(handle)
+    def _fatal(self, exc: BaseException, what: str) -> None:
+        """A failure outside the user's per-frame call: the run stops, naming this node."""
+        if self.failed:
+            return
+        self.failed = True
+        self.recorder.set_state("failed")
+        self.logger.error(
+            "%s %r %s; stopping the pipeline", self.kind, self.name, what, exc_info=exc
+        )
+        self.on_fatal(self.name, node_error(self.node, exc, what))
 
     def _failed(self, exc: BaseException, count: int) -> None:
         for _ in range(count):
@@ -504,10 +627,22 @@ class NodeRunner:
             "".join(traceback.format_exception(exc)).rstrip(),
         )
         if self.on_error == "restart":
-            self._restart()
+            self._restart(exc)
 
-    def _restart(self) -> None:
+    def _restart(self, exc: BaseException) -> None:
+        """Recreate the node and set it up again, after a back-off; give up after a limit."""
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row > RESTART_LIMIT:
+            self._fatal(
+                exc,
+                f"failed {self.failures_in_a_row} times in a row; gave up after "
+                f"{RESTART_LIMIT} restarts",
+            )
+            return
         self.teardown()
+        pause = min(RESTART_BACKOFF * 2 ** (self.failures_in_a_row - 1), RESTART_BACKOFF_MAX)
+        if self.stop_event.wait(pause):
+            return  # stopping: no restart; finish() ends the node
         if self._blob is not None:
             self.obj = cloudpickle.loads(self._blob)
         self.recorder.restarts += 1
@@ -532,5 +667,7 @@ class NodeRunner:
                     if items is None:
                         break
                     self.handle(items)
+        except BaseException as exc:  # the framework's own failure: fatal, never silent
+            self._fatal(exc, "failed")
         finally:
             self.finish()
