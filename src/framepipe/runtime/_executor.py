@@ -21,7 +21,7 @@ from .._graph import Edge, Node, Plan
 from .._policy import Queue
 from ..stats import RunStats, StatsRecorder
 from ._inbox import EMPTY, Inbox
-from ._runners import NodeRunner, SourceRunner
+from ._runners import NodeRunner, SourceRunner, ordered_stats
 
 log = logging.getLogger("framepipe")
 
@@ -202,6 +202,7 @@ class LocalExecutor(Executor):
                 if not self.threaded:
                     runner.max_wait = 0.0
                 self.runners[name] = runner
+                self.recorders.update({r.name: r for r in runner.children.values()})
         self.runners = {n: self.runners[n] for n in plan.order if n in self.runners}
         self.sources = {n: self.sources[n] for n in plan.order if n in self.sources}
 
@@ -342,7 +343,7 @@ class LocalExecutor(Executor):
         self.request_stop()
 
     def stats(self) -> RunStats:
-        return RunStats({name: rec.snapshot() for name, rec in self.recorders.items()})
+        return RunStats(ordered_stats(self.recorders, self.plan.order))
 
     # -- hot add / remove ------------------------------------------------------------
 

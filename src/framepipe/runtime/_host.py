@@ -176,6 +176,8 @@ class Host:
                 shared=self.shared if remote else None,
                 on_failure=self.on_failure,
             )
+            for child in self.runners[node.name].children.values():
+                self.recorders[child.name] = child
 
     def _lease(self, frame: Any, edge_id: int) -> Callable[[], None]:
         return self.shared.lease_frame(frame._handles, self.spec.columns[edge_id])

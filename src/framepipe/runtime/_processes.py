@@ -30,6 +30,7 @@ from ..stats import NodeStats, RunStats
 from ..transport import _shm
 from ._executor import Executor
 from ._host import Host, HostSpec, host_main, portable, replay_log, restore_error
+from ._runners import ordered_stats
 
 log = logging.getLogger("framepipe")
 
@@ -398,7 +399,7 @@ class ProcessExecutor(Executor):
             merged.update(worker.stats)
         if self.main_host is not None:
             merged.update(self.main_host.stats())
-        return RunStats({name: merged[name] for name in self.plan.order if name in merged})
+        return RunStats(ordered_stats(merged, self.plan.order))
 
     def final_states(self) -> dict[str, Any]:
         return dict(self._final_states)

@@ -31,10 +31,11 @@ import numpy as np
 from .._errors import FramepipeError, SinkError, SourceError, StageError
 from .._frame import NO_RESULTS, Frame, lent
 from .._graph import Node
+from .._nested import NestedPipeline
 from .._stage import FunctionStage, Stage, StageContext
 from ..sinks._base import Sink, SinkContext
 from ..sources._base import Source, SourceContext
-from ..stats import StatsRecorder
+from ..stats import NodeStats, StatsRecorder
 from ..transport._shm import Stopping
 from ._inbox import EMPTY, Inbox, WorkItem
 from ._remote import EdgeError, export
@@ -325,6 +326,22 @@ class SourceRunner:
             self.finish()
 
 
+def ordered_stats(
+    recorders: dict[str, StatsRecorder] | dict[str, NodeStats], order: list[str]
+) -> dict[str, NodeStats]:
+    """Snapshots in plan order, each nested pipeline's ``outer/inner`` rows after it."""
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(
+        (n for n in recorders if n.split("/", 1)[0] in rank),
+        key=lambda n: (rank[n.split("/", 1)[0]], "/" in n),
+    )
+    out: dict[str, NodeStats] = {}
+    for name in names:
+        value = recorders[name]
+        out[name] = value.snapshot() if isinstance(value, StatsRecorder) else value
+    return out
+
+
 def _pair(captured: Any) -> bool:
     return isinstance(captured, tuple) and len(captured) == 2
 
@@ -394,6 +411,15 @@ class NodeRunner:
         self.sink_context = sink_context or {}
         self.logger = logging.getLogger(f"framepipe.{node.kind}.{node.name}")
         self._blob = cloudpickle.dumps(self.obj) if self.on_error == "restart" else None
+        #: Rows of a nested pipeline's inner stages (``outer/inner``), kept across restarts.
+        self.children: dict[str, StatsRecorder] = (
+            {
+                inner: StatsRecorder(f"{node.name}/{inner}", "stage")
+                for inner in self.obj.inner_names
+            }
+            if isinstance(self.obj, NestedPipeline)
+            else {}
+        )
         self.started = False
         self.ended = False
         self.failed = False
@@ -438,6 +464,8 @@ class NodeRunner:
         else:
             stage: Stage = self.obj
             stage.context = StageContext(name=self.name, mode=self.mode, logger=self.logger)
+            if isinstance(stage, NestedPipeline):
+                stage.recorders = self.children
             stage.setup()
         obj = self.obj
         if self.kind == "sink":
