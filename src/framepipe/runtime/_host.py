@@ -28,7 +28,7 @@ import cloudpickle
 from .._errors import FramepipeError, RemoteTraceback
 from .._graph import Edge, Node
 from ..stats import NodeStats, StatsRecorder
-from ..transport._shm import SharedFrames
+from ..transport._shm import SharedFrames, SharedSourceBuffers
 from ._executor import LocalOutlet
 from ._inbox import Inbox
 from ._remote import RemoteOutlet, receive
@@ -158,8 +158,7 @@ class Host:
                 start=self.spec.start,
                 stop=self.stop_event,
                 on_fatal=self.on_fatal,
-                slots=self.shared,
-                export=remote,
+                buffers=SharedSourceBuffers(self.shared) if remote else None,
                 on_error=self.on_failure,
             )
         else:
@@ -173,7 +172,7 @@ class Host:
                 stop=self.stop_event,
                 on_fatal=self.on_fatal,
                 sink_context=self.sink_context,
-                shared=self.shared if remote else None,
+                exporter=self.shared.export if remote else None,
                 on_failure=self.on_failure,
             )
             for child in self.runners[node.name].children.values():

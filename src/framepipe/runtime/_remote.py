@@ -31,15 +31,12 @@ from multiprocessing.connection import Client, Connection
 from typing import Any
 
 import cloudpickle
-import numpy as np
 
 from .._frame import Frame, lent
 from .._policy import Queue
 from ..transport._shm import Handle, SharedFrames
 from ._inbox import Inbox
 
-#: Result arrays at least this big travel in shared memory instead of pickled.
-SHARED_RESULT_BYTES = 64 * 1024
 #: Frames a dropping edge may have in flight beyond what its queue holds.
 WINDOW_SLACK = 2
 _END = b"E"  # followed by "<policy drops> <stop drops>" not yet reported
@@ -48,51 +45,6 @@ _CREDIT = b"C"
 
 class EdgeError(Exception):
     """A frame could not be sent on, or rebuilt from, an edge between processes."""
-
-
-def export(frame: Frame, shared: SharedFrames) -> tuple[Frame, list[Handle]]:
-    """Make sure the frame's image and big array results live in shared memory.
-
-    Returns the frame to send (the same one when nothing had to move) and the
-    handles this call created; their owner hold is released by the caller once
-    every outlet has leased them.
-    """
-    handles = list(frame._handles)
-    keys = {h.key for h in handles}
-    created: list[Handle] = []
-    image = frame.image
-    if "" not in keys:
-        array, handle = shared.allocate(image.shape, str(image.dtype))
-        np.copyto(array, image)
-        array.flags.writeable = False
-        image = array
-        created.append(handle)
-    results: Any = frame.results
-    for key, value in frame.results.items():
-        if (
-            key not in keys
-            and isinstance(value, np.ndarray)
-            and value.nbytes >= SHARED_RESULT_BYTES
-            and value.dtype != object
-        ):
-            array, handle = shared.allocate(value.shape, str(value.dtype))
-            np.copyto(array, value)
-            array.flags.writeable = False
-            if results is frame.results:
-                results = dict(results)
-            results[key] = array
-            created.append(handle.with_key(key))
-    if not created:
-        return frame, created
-    return Frame(
-        image,
-        frame.index,
-        frame.pts,
-        frame.timestamp,
-        frame.source,
-        results,
-        tuple(handles + created),
-    ), created
 
 
 def encode(frame: Frame, skipped: int = 0) -> bytes:

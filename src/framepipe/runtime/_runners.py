@@ -36,9 +36,9 @@ from .._stage import FunctionStage, Stage, StageContext
 from ..sinks._base import Sink, SinkContext
 from ..sources._base import Source, SourceContext
 from ..stats import NodeStats, StatsRecorder
-from ..transport._shm import Stopping
+from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
 from ._inbox import EMPTY, Inbox, WorkItem
-from ._remote import EdgeError, export
+from ._remote import EdgeError
 
 log = logging.getLogger("framepipe")
 
@@ -53,14 +53,6 @@ class Outlet(Protocol):
     def deliver(self, frame: Frame) -> None: ...
 
     def end(self) -> None: ...
-
-
-class Slots(Protocol):
-    """Shared-memory frame slots of this worker (processes only)."""
-
-    def allocate(self, shape: tuple[int, ...]) -> tuple[np.ndarray, Any]: ...
-
-    def release_owner(self, handle: Any) -> None: ...
 
 
 FatalHandler = Callable[[str, BaseException], None]
@@ -106,8 +98,7 @@ class SourceRunner:
         start: float,
         stop: threading.Event,
         on_fatal: FatalHandler,
-        slots: Slots | None = None,
-        export: bool = False,
+        buffers: SourceBuffers | None = None,
         on_error: FatalHandler | None = None,
     ) -> None:
         self.node, self.name = node, node.name
@@ -119,9 +110,8 @@ class SourceRunner:
         self.stop_event = stop  # the whole run stopping
         self.removed = threading.Event()  # just this source (remove_source)
         self.on_fatal = on_fatal
-        self.slots = slots
-        self.export = export  # frames must go to shared memory (remote consumers)
-        self._outstanding: dict[int, Any] = {}
+        # Where frames live: the transport's memory when consumers are in other processes.
+        self.buffers: SourceBuffers = buffers or InProcessBuffers()
         self._iterator: Iterator[Any] | None = None
         self._index = 0
         self._pace_origin: tuple[float, float] | None = None
@@ -140,7 +130,7 @@ class SourceRunner:
             mode=self.mode,
             start=self.start,
             stop_event=stop_any,  # type: ignore[arg-type]
-            allocate=self._allocate if self.export else None,
+            allocate=self.buffers.buffer,
             on_state=self.recorder.set_state,
             on_drop=lambda n: self.recorder.drop("late", n),
         )
@@ -149,12 +139,6 @@ class SourceRunner:
             self._iterator = iter(self.source.open(self.context))
         except BaseException as exc:
             self._fail(exc, "could not open")
-
-    def _allocate(self, shape: tuple[int, ...]) -> np.ndarray:
-        assert self.slots is not None
-        array, handle = self.slots.allocate(shape)
-        self._outstanding[id(array)] = handle
-        return array
 
     def step(self) -> bool:
         """Produce and deliver one frame; False once the source has ended (or failed)."""
@@ -185,30 +169,32 @@ class SourceRunner:
         except BaseException as exc:
             self._fail(exc, "failed while reading")
             return False
-        handle = self._outstanding.pop(id(captured[0]), None) if _pair(captured) else None
-        self._release_outstanding()
         try:
             image, pts = self._unpack(captured)
         except BaseException:
-            self._drop_unused(handle)
+            self.buffers.close()
             raise
         read_time = time.perf_counter() - began
         if not self.source.seekable and pts < self.start:
-            self._drop_unused(handle)
+            self.buffers.close()
             return True
         if self.mode == "realtime" and not self.source.live and not self._pace(pts):
             self.recorder.drop("late")
-            self._drop_unused(handle)
+            self.buffers.close()
             return True
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
         timestamp = time.time()
         began = time.perf_counter() - read_time  # latency counts reading and delivery, not pacing
-        frame, handle = self._frame(image, pts, timestamp, handle)
+        image, held = self.buffers.adopt(image)
+        view = image.view()
+        view.flags.writeable = False
+        frame = Frame(view, self._index, pts, timestamp, self.name, NO_RESULTS, held)
+        self._index += 1
         try:
             for outlet in self.outlets:
                 outlet.deliver(frame)
         finally:
-            self._drop_unused(handle)  # consumers hold their own leases now
+            self.buffers.drop(held)  # consumers hold their own leases now
         self.recorder.record(latency=time.perf_counter() - began)
         if self.recorder.state in ("connecting", "idle"):
             self.recorder.set_state("running")
@@ -233,39 +219,6 @@ class SourceRunner:
             raise SourceError(
                 self.name, f"frame {self._index}: pts must be seconds, got {_describe(pts)}"
             ) from None
-
-    def _frame(
-        self, image: np.ndarray, pts: float, timestamp: float, handle: Any
-    ) -> tuple[Frame, Any]:
-        """The frame to deliver, and the slot this runner holds for it (None: no slot)."""
-        if handle is None and self.export and self.slots is not None:
-            array, handle = self.slots.allocate(image.shape)
-            np.copyto(array, image)
-            image = array
-        view = image.view()
-        view.flags.writeable = False
-        frame = Frame(
-            view,
-            self._index,
-            pts,
-            timestamp,
-            self.name,
-            NO_RESULTS,
-            (handle,) if handle is not None else (),
-        )
-        self._index += 1
-        return frame, handle
-
-    def _drop_unused(self, handle: Any) -> None:
-        if handle is not None and self.slots is not None:
-            self.slots.release_owner(handle)
-
-    def _release_outstanding(self) -> None:
-        # Buffers a source asked for but did not yield go back at once.
-        if self._outstanding and self.slots is not None:
-            for handle in self._outstanding.values():
-                self.slots.release_owner(handle)
-            self._outstanding.clear()
 
     def _pace(self, pts: float) -> bool:
         """Wait until the frame's media time is due; False if it is already a frame late."""
@@ -306,7 +259,7 @@ class SourceRunner:
                 except Exception as exc:  # reported; the end of the stream still goes out
                     log.error("source %r: closing failed", self.name, exc_info=True)
                     self.on_error(self.name, node_error(self.node, exc, "closing failed"))
-            self._release_outstanding()
+            self.buffers.close()
         finally:
             _end_all(self.outlets, self.name)
             if self.recorder.state != "failed":
@@ -390,13 +343,12 @@ class NodeRunner:
         stop: threading.Event,
         on_fatal: FatalHandler,
         sink_context: dict[str, Any] | None = None,
-        shared: Any = None,
+        exporter: Exporter | None = None,
         on_failure: FatalHandler | None = None,
     ) -> None:
         self.node, self.name, self.kind = node, node.name, node.kind
-        # Set when some outlet leads to another process: results are moved to
-        # shared memory once, before the first outlet sends them.
-        self.shared = shared
+        # Set when some outlet leads to another process (see ``forward``).
+        self.exporter = exporter
         self.obj: Any = node.obj
         self.inbox = inbox
         self.outlets = outlets
@@ -607,19 +559,18 @@ class NodeRunner:
                 lent({**frame.results, self.name: value}),
                 frame._handles,
             )
-            if self.shared is None:
+            if self.exporter is None:
                 for outlet in outlets:
                     outlet.deliver(out)
                 return
-            # Some outlet leads to another process: move big results to shared memory
-            # once, before the first outlet sends them.
-            out, created = export(out, self.shared)
+            # Some outlet leads to another process: the transport moves the frame's
+            # data once, before the first outlet sends it.
+            out, sent = self.exporter(out)
             try:
                 for outlet in outlets:
                     outlet.deliver(out)
             finally:
-                for handle in created:
-                    self.shared.release_owner(handle)
+                sent()
         except Stopping:
             return  # the run stopped while waiting for a slot: the frame is not sent
         except Exception as exc:

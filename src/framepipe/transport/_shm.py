@@ -36,6 +36,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._frame import Frame, lent
+from ._seam import Stopping
+
+#: Result arrays at least this big travel in shared memory instead of pickled.
+SHARED_RESULT_BYTES = 64 * 1024
 #: Column 0 of every flag table is the owner's hold.
 OWNER = 0
 #: Width of a flag table when nobody says how many edges there are (tests, tools).
@@ -126,10 +131,6 @@ def _attach(name: str) -> tuple[Any, Callable[[], None]]:
     finally:
         os.close(fd)
     return memoryview(mapped), mapped.close
-
-
-class Stopping(Exception):
-    """The run stopped while a producer waited for a free slot: end quietly."""
 
 
 class FlagColumns:
@@ -333,6 +334,56 @@ class SharedFrames:
 
         return release
 
+    def export(self, frame: Frame) -> tuple[Frame, Callable[[], None]]:
+        """The frame with its image and big array results in shared memory (an ``Exporter``).
+
+        Returns the frame to send (the same one when nothing had to move) and
+        the call that drops this worker's holds on the slots it filled, once
+        every outlet has leased them.
+        """
+        handles = list(frame._handles)
+        keys = {h.key for h in handles}
+        created: list[Handle] = []
+        image = frame.image
+        if "" not in keys:
+            array, handle = self.allocate(image.shape, str(image.dtype))
+            np.copyto(array, image)
+            array.flags.writeable = False
+            image = array
+            created.append(handle)
+        results: dict[str, Any] | None = None
+        for key, value in frame.results.items():
+            if (
+                key not in keys
+                and isinstance(value, np.ndarray)
+                and value.nbytes >= SHARED_RESULT_BYTES
+                and value.dtype != object
+            ):
+                array, handle = self.allocate(value.shape, str(value.dtype))
+                np.copyto(array, value)
+                array.flags.writeable = False
+                if results is None:
+                    results = dict(frame.results)
+                results[key] = array
+                created.append(handle.with_key(key))
+        if not created:
+            return frame, _nothing
+
+        def done() -> None:
+            for handle in created:
+                self.release_owner(handle)
+
+        out = Frame(
+            image,
+            frame.index,
+            frame.pts,
+            frame.timestamp,
+            frame.source,
+            lent(results) if results is not None else frame.results,
+            tuple(handles + created),
+        )
+        return out, done
+
     def in_use(self) -> int:
         """Slots of this worker's own segments that are still held (for tests)."""
         with self._lock:
@@ -348,6 +399,10 @@ class SharedFrames:
             self._mapped.clear()
             self._owned.clear()
             self._shms.clear()
+
+
+def _nothing() -> None:
+    pass
 
 
 def unlink(name: str, *, tracked: bool = True) -> bool:
@@ -393,3 +448,38 @@ def sweep(prefix: str) -> list[str]:
         if name.startswith(prefix) and unlink(name, tracked=False):
             removed.append(name)
     return removed
+
+
+class SharedSourceBuffers:
+    """``SourceBuffers`` in shared memory: what a source yields ends up in a slot.
+
+    An array handed out by ``buffer`` is adopted as it is (decoded in place: no
+    copy); any other image is copied into a fresh slot once.
+    """
+
+    def __init__(self, shared: SharedFrames) -> None:
+        self.shared = shared
+        self._handed_out: dict[int, Handle] = {}
+
+    def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        array, handle = self.shared.allocate(shape)
+        self._handed_out[id(array)] = handle
+        return array
+
+    def adopt(self, image: np.ndarray) -> tuple[np.ndarray, tuple[Handle, ...]]:
+        handle = self._handed_out.pop(id(image), None)
+        self.close()  # buffers handed out but not yielded go back at once
+        if handle is None:
+            array, handle = self.shared.allocate(image.shape, str(image.dtype))
+            np.copyto(array, image)
+            image = array
+        return image, (handle,)
+
+    def drop(self, held: tuple[Handle, ...]) -> None:
+        for handle in held:
+            self.shared.release_owner(handle)
+
+    def close(self) -> None:
+        for handle in self._handed_out.values():
+            self.shared.release_owner(handle)
+        self._handed_out.clear()
