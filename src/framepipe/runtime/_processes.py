@@ -28,13 +28,28 @@ from .._errors import WorkerError
 from .._graph import Edge, Node, Plan
 from ..stats import NodeStats, RunStats
 from ..transport import _shm
-from ._executor import Executor
-from ._host import Host, HostSpec, host_main, portable, replay_log, restore_error
+from ._executor import MAIN, Executor
+from ._host import Host, HostSpec, host_main, portable, replay_log
+from ._messages import (
+    Command,
+    Connect,
+    Done,
+    Failure,
+    Fatal,
+    Go,
+    Listening,
+    Log,
+    Ready,
+    Report,
+    Segment,
+    Stats,
+    Stop,
+    error_of,
+)
 from ._runners import ordered_stats
 
 log = logging.getLogger("framepipe")
 
-MAIN = "main"
 #: Modules a worker almost always needs; the fork server imports them once.
 PRELOAD = ["numpy", "cv2", "av", "framepipe", "framepipe.runtime._host", "framepipe.stages"]
 
@@ -73,7 +88,7 @@ class _Worker:
         self.segments: list[str] = []
         self.stats: dict[str, NodeStats] = {}
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: Command) -> None:
         with contextlib.suppress(OSError, EOFError, ValueError):
             self.conn.send(message)
 
@@ -168,7 +183,7 @@ class ProcessExecutor(Executor):
             if self.stop_event.is_set():
                 return
             for worker in self.workers.values():
-                worker.send(("connect", self.addresses))
+                worker.send(Connect(self.addresses))
             if self.main_host is not None:
                 self.main_host.connect(self.addresses)
                 self.main_host.start_nodes()
@@ -178,7 +193,7 @@ class ProcessExecutor(Executor):
             if self.stop_event.is_set():
                 return
             for worker in self.workers.values():
-                worker.send(("go",))
+                worker.send(Go())
             if self.main_host is not None:
                 self.main_host.go()
         except BaseException:
@@ -221,19 +236,28 @@ class ProcessExecutor(Executor):
                     )
                     return
 
-    def _main_report(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "segment":
-            with self._lock:
-                self.main_segments.append(message[1])
-        elif kind == "ready":
-            self._main_ready.set()
-        elif kind == "fatal":
-            _, node, blob, cause, text = message
-            self.on_fatal(node, restore_error(blob, cause, text))
-        elif kind == "error":
-            _, node, blob, cause, text = message
-            self.on_failure(node, restore_error(blob, cause, text))
+    def _main_report(self, message: Report) -> None:
+        match message:
+            case Segment(name):
+                with self._lock:
+                    self.main_segments.append(name)
+            case Ready():
+                self._main_ready.set()
+            case _:
+                self.report(message)
+
+    def report(self, message: Report) -> bool:
+        """Handle what any host reports about the run; False if it is not about the run."""
+        match message:
+            case Fatal(node):
+                self.on_fatal(node, error_of(message))
+            case Failure(node):
+                self.on_failure(node, error_of(message))
+            case Log(fields):
+                replay_log(fields)
+            case _:
+                return False
+        return True
 
     # -- supervise -----------------------------------------------------------------------
 
@@ -281,29 +305,24 @@ class ProcessExecutor(Executor):
                 worker.process.join(2.0)
                 self._died(worker)
 
-    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "segment":
-            worker.segments.append(message[1])
-        elif kind == "listening":
-            worker.address = message[1]
-            worker.listening.set()
-        elif kind == "ready":
-            worker.ready.set()
-        elif kind == "stats":
-            worker.stats = message[1]
-        elif kind == "fatal":
-            _, node, blob, cause, text = message
-            self.on_fatal(node, restore_error(blob, cause, text))
-        elif kind == "error":
-            _, node, blob, cause, text = message
-            self.on_failure(node, restore_error(blob, cause, text))
-        elif kind == "log":
-            replay_log(message[1])
-        elif kind == "done":
-            worker.stats = message[1]
-            self._final_states.update(message[2])
-            worker.done.set()
+    def _handle(self, worker: _Worker, message: Report) -> None:
+        match message:
+            case Segment(name):
+                worker.segments.append(name)
+            case Listening(address):
+                worker.address = address
+                worker.listening.set()
+            case Ready():
+                worker.ready.set()
+            case Stats(stats):
+                worker.stats = stats
+            case Done(stats, final_states):
+                worker.stats = stats
+                self._final_states.update(final_states)
+                worker.done.set()
+            case _:
+                if not self.report(message):
+                    raise TypeError(f"unknown report from worker {worker.host_id!r}: {message!r}")
 
     def _died(self, worker: _Worker) -> None:
         if worker.dead or worker.done.is_set():
@@ -371,7 +390,7 @@ class ProcessExecutor(Executor):
     def request_stop(self) -> None:
         super().request_stop()
         for worker in list(self.workers.values()):
-            worker.send(("stop",))
+            worker.send(Stop())
         if self.main_host is not None:
             self.main_host.stop()
         if self._supervisor is None:  # stopped before the supervisor ever ran
@@ -428,9 +447,9 @@ class ProcessExecutor(Executor):
         self._host_index += 1
         worker = self._spawn_worker(node.name, [node.name], self._host_index)
         worker.listening.wait(START_TIMEOUT)
-        worker.send(("connect", self.addresses))
+        worker.send(Connect(self.addresses))
         worker.ready.wait(START_TIMEOUT)
-        worker.send(("go",))
+        worker.send(Go())
 
     def remove_source(self, name: str) -> None:
         for edge in self.plan.edges:
@@ -440,4 +459,4 @@ class ProcessExecutor(Executor):
         if host_id == MAIN and self.main_host is not None:
             self.main_host.remove_source(name)
         elif host_id in self.workers:
-            self.workers[host_id].send(("stop",))
+            self.workers[host_id].send(Stop())
