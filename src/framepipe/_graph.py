@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import GraphError
 from ._policy import BLOCK, LATEST, NodeOptions, Queue
 from ._stage import FunctionStage, Stage
+from .runtime._registry import check_executor, executor_names
 from .sinks._base import Sink
 from .sources._base import Source
 
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from .stats import RunStats
 
 MODES = ("offline", "realtime")
-EXECUTORS = ("inline", "threads", "processes")
+#: The executors known at import; ``runtime._registry.executor_names()`` is the live list.
+EXECUTORS = executor_names()
 #: Default policy of a sink's inputs in real-time mode: absorb jitter, stay bounded.
 SINK_DEFAULT = Queue(16, "drop_oldest")
 
@@ -296,8 +298,7 @@ class Pipeline:
                 n.kind == "source" and getattr(n.obj, "live", False) for n in self._nodes.values()
             )
             mode = "realtime" if live else "offline"
-        if executor not in EXECUTORS:
-            raise GraphError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+        check_executor(executor, what="executor")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
         with self._lock:

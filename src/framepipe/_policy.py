@@ -182,11 +182,10 @@ class NodeOptions:
             raise GraphError(
                 f"node {node!r}: join must be 'each', 'merge' or 'latest', got {join!r}"
             )
-        if executor not in (None, "inline", "threads", "processes"):
-            raise GraphError(
-                f"node {node!r}: executor must be 'inline', 'threads' or "
-                f"'processes', got {executor!r}"
-            )
+        if executor is not None:
+            from .runtime._registry import check_executor
+
+            check_executor(executor, what=f"node {node!r}: executor")
         return cls(
             fps=fps,
             window=window,

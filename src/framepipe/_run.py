@@ -109,15 +109,9 @@ class Run:
     # -- life cycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        from .runtime._executor import LocalExecutor
+        from .runtime._registry import create
 
-        wants_processes = any(n.options.executor == "processes" for n in self.plan.nodes.values())
-        if self.executor_name == "processes" or wants_processes:
-            from .runtime._processes import ProcessExecutor
-
-            self._executor = ProcessExecutor(self.plan)
-        else:
-            self._executor = LocalExecutor(self.plan, threaded=self.executor_name == "threads")
+        self._executor = create(self.executor_name, self.plan)
         self.started_at = time.monotonic()
         _watch_sigterm(self)
         try:

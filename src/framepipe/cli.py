@@ -52,6 +52,7 @@ from rich.text import Text
 
 import framepipe as fp
 from framepipe.config import RunOptions, load_pipeline
+from framepipe.runtime import executor_names
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -116,9 +117,10 @@ def _check_run_options(mode: str | None, executor: str | None, duration: float |
     """Usage errors (exit 2) for --mode, --executor and --duration."""
     if mode is not None and mode not in ("auto", "offline", "realtime"):
         raise _fail(f"--mode must be auto, offline or realtime, got {mode!r}", EXIT_USAGE)
-    if executor is not None and executor not in ("inline", "threads", "processes"):
+    if executor is not None and executor not in executor_names():
         raise _fail(
-            f"--executor must be inline, threads or processes, got {executor!r}", EXIT_USAGE
+            f"--executor must be one of {', '.join(executor_names())}, got {executor!r}",
+            EXIT_USAGE,
         )
     if duration is not None and not duration > 0:
         raise _fail(f"--duration must be > 0 seconds, got {duration}", EXIT_USAGE)

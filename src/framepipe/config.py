@@ -83,6 +83,7 @@ from ._errors import ConfigError, FramepipeError
 from ._graph import Pipeline
 from ._policy import Queue
 from ._stage import Stage
+from .runtime import executor_names
 from .sinks import Sink
 from .sources import Source
 
@@ -95,6 +96,13 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 # -- the models ------------------------------------------------------------------------------
+
+
+def _known_executor(value: str) -> str:
+    names = [repr(name) for name in executor_names()]
+    if value not in executor_names():
+        raise ValueError(f"must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
+    return value
 
 
 class _NodeSpec(BaseModel):
@@ -142,7 +150,12 @@ class StageSpec(_NodeSpec):
     max_age: PositiveFloat | None = Field(default=None, description="milliseconds")
     join: Literal["each", "merge", "latest"] = "each"
     on_error: Literal["skip", "stop", "restart"] = "skip"
-    executor: Literal["inline", "threads", "processes"] | None = None
+    executor: str | None = None
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str | None) -> str | None:
+        return value if value is None else _known_executor(value)
 
     @field_validator("after", mode="before")
     @classmethod
@@ -192,8 +205,14 @@ class PipelineSpec(BaseModel):
 
     name: str = Field(default="pipeline", min_length=1)
     mode: Literal["auto", "offline", "realtime"] = "auto"
-    executor: Literal["inline", "threads", "processes"] = "threads"
+    executor: str = "threads"
     duration: PositiveFloat | None = None
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        return _known_executor(value)
+
     sources: list[SourceSpec] = Field(min_length=1)
     stages: list[StageSpec] = Field(default_factory=list)
     sinks: list[SinkSpec] = Field(default_factory=list)
