@@ -374,6 +374,8 @@ class Host:
         """Stop: wakes everything that waits (inboxes close, producers and workers wake)."""
         self.stop_event.set()
         self._go_or_stop.set()
+        for source in list(self.sources.values()):
+            source.removed.set()
         for inbox in self.inboxes.values():
             inbox.close()
 

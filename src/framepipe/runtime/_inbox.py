@@ -226,7 +226,7 @@ class Inbox:
                     while len(edge.entries) >= policy.size and not self._closed:
                         if stop is not None and stop.is_set():
                             break
-                        self._cond.wait(0.1)
+                        self._cond.wait()  # close() (every stop closes) or a take wakes it
                     if self._closed or (stop is not None and stop.is_set()):
                         self.recorder.drop("stop")
                         self._discard(edge, entry)

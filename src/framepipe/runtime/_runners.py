@@ -108,7 +108,9 @@ class SourceRunner:
         self.recorder = recorder
         self.mode, self.start = mode, start
         self.stop_event = stop  # the whole run stopping
-        self.removed = threading.Event()  # just this source (remove_source)
+        # Set when this source must end: removed, or the run stopping (``Host.stop``
+        # sets it), so a source blocked in ``ctx.wait`` or pacing wakes at once.
+        self.removed = threading.Event()
         self.on_fatal = on_fatal
         # Where frames live: the transport's memory when consumers are in other processes.
         self.buffers: SourceBuffers = buffers or InProcessBuffers()
@@ -121,15 +123,14 @@ class SourceRunner:
 
     # The source sees one stop flag for both a run stop and its own removal.
     def _stopping(self) -> bool:
-        return self.stop_event.is_set() or self.removed.is_set()
+        return self.removed.is_set() or self.stop_event.is_set()
 
     def open(self) -> None:
-        stop_any = _AnyEvent(self.stop_event, self.removed)
         self.context = SourceContext(
             self.name,
             mode=self.mode,
             start=self.start,
-            stop_event=stop_any,  # type: ignore[arg-type]
+            stop_event=self.removed,
             allocate=self.buffers.buffer,
             on_state=self.recorder.set_state,
             on_drop=lambda n: self.recorder.drop("late", n),
@@ -230,7 +231,7 @@ class SourceRunner:
         interval = pts - self._last_pts if self._last_pts is not None else 0.0
         self._last_pts = pts
         if due > now:
-            self.stop_event.wait(due - now)
+            self.removed.wait(due - now)
             return True
         return now - due <= max(interval, 0.005) * 1.5
 
@@ -306,26 +307,6 @@ def _end_all(outlets: list[Outlet], node: str) -> None:
             outlet.end()
         except Exception:
             log.exception("%r: could not end an output edge", node)
-
-
-class _AnyEvent:
-    """Looks like a threading.Event that is set when either of two events is."""
-
-    def __init__(self, a: threading.Event, b: threading.Event) -> None:
-        self.a, self.b = a, b
-
-    def is_set(self) -> bool:
-        return self.a.is_set() or self.b.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self.is_set():
-                return True
-            step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
-            if step <= 0:
-                return self.is_set()
-            self.a.wait(step)
 
 
 class NodeRunner:
