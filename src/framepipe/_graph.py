@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import GraphError
 from ._policy import BLOCK, LATEST, NodeOptions, Queue
 from ._stage import FunctionStage, Stage
+from .runtime._clock import SYSTEM_CLOCK, Clock
 from .runtime._registry import check_executor, executor_names
 from .sinks._base import Sink
 from .sources._base import Source
@@ -60,6 +61,8 @@ class Plan:
     mode: str
     start: float
     next_edge_id: int
+    #: Where the run reads time (``framepipe.testing.FakeClock`` in tests).
+    clock: Clock = SYSTEM_CLOCK
 
     def inputs_of(self, name: str) -> list[Edge]:
         return [e for e in self.edges if e.downstream == name]
@@ -284,6 +287,7 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        clock: Clock | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
@@ -305,6 +309,8 @@ class Pipeline:
             if self._run is not None and self._run.running:
                 raise GraphError(f"pipeline {self.name!r} is already running")
             plan = self.plan(mode, start)
+            if clock is not None:
+                plan.clock = clock
             self._run = Run(plan, executor, duration=duration, stop_timeout=stop_timeout)
         self._run.start()
         return self._run
@@ -317,6 +323,7 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        clock: Clock | None = None,
     ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
 
@@ -325,7 +332,14 @@ class Pipeline:
         dies. On Ctrl-C or SIGTERM the run stops cleanly (outputs flushed, no
         shared memory or processes left) and the interruption is re-raised.
         """
-        run = self.start(mode, executor, duration=duration, start=start, stop_timeout=stop_timeout)
+        run = self.start(
+            mode,
+            executor,
+            duration=duration,
+            start=start,
+            stop_timeout=stop_timeout,
+            clock=clock,
+        )
         run.join()
         return run
 

@@ -115,6 +115,7 @@ class LocalExecutor(Executor):
             socket_dir="",
             sources_upstream={name: plan.sources_upstream(name) for name in plan.order},
             scheduler="threads" if threaded else "inline",
+            clock=plan.clock,
         )
         self.host = Host(
             spec,

@@ -41,6 +41,7 @@ from .._graph import Edge, Node
 from .._policy import Queue
 from ..stats import NodeStats, StatsRecorder
 from ..transport._shm import SharedFrames, SharedSourceBuffers
+from ._clock import SYSTEM_CLOCK, Clock
 from ._inbox import EMPTY, Inbox
 from ._messages import (
     AddSource,
@@ -87,6 +88,7 @@ class HostSpec:
     #: The caller's level for ``framepipe`` logs: worker records below it stay there.
     log_level: int = logging.WARNING
     scheduler: str = "threads"
+    clock: Clock = SYSTEM_CLOCK
 
 
 def portable(node: Node) -> Node:
@@ -158,6 +160,7 @@ class Host:
                     node.options,
                     self.recorders[node.name],
                     ordered=spec.mode == "offline",
+                    clock=spec.clock,
                 )
         for edge in spec.edges:
             if self.here(edge.downstream):
@@ -212,6 +215,7 @@ class Host:
                 on_fatal=self.on_fatal,
                 buffers=SharedSourceBuffers(self.shared) if remote else None,
                 on_error=self.on_failure,
+                clock=self.spec.clock,
             )
             return
         runner = NodeRunner(
@@ -226,6 +230,7 @@ class Host:
             sink_context=self.sink_context,
             exporter=self.shared.export if remote else None,
             on_failure=self.on_failure,
+            clock=self.spec.clock,
         )
         if self.inline:
             runner.max_wait = 0.0  # a batch never waits for frames this thread would make

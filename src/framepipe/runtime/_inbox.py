@@ -34,6 +34,7 @@ import numpy as np
 from .._frame import Frame, lent
 from .._policy import NodeOptions, Queue, RateSelector, WindowSampler
 from ..stats import StatsRecorder
+from ._clock import SYSTEM_CLOCK, Clock
 
 #: take() found nothing ready (non-blocking call).
 EMPTY: Any = object()
@@ -98,8 +99,15 @@ class Inbox:
     """The bounded, thread-safe inbox of one node. See the module docstring."""
 
     def __init__(
-        self, node: str, options: NodeOptions, recorder: StatsRecorder, *, ordered: bool = False
+        self,
+        node: str,
+        options: NodeOptions,
+        recorder: StatsRecorder,
+        *,
+        ordered: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock  # frame ages (max_age)
         self.node = node
         self.ordered = ordered  # offline: joins wait for their inputs instead of guessing
         self.options = options
@@ -329,7 +337,7 @@ class Inbox:
 
     def _too_old(self, item: WorkItem) -> bool:
         max_age = self.options.max_age
-        if max_age is None or time.time() - item.frame.timestamp <= max_age:
+        if max_age is None or self.clock.time() - item.frame.timestamp <= max_age:
             return False
         self.recorder.drop("age")
         item.done()

@@ -142,6 +142,7 @@ class ProcessExecutor(Executor):
             sources_upstream={n: plan.sources_upstream(n) for n in names},
             columns=self.columns.mapping(),
             log_level=logging.getLogger("framepipe").getEffectiveLevel(),
+            clock=plan.clock,
         )
 
     # -- start -------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from ..sinks._base import Sink, SinkContext
 from ..sources._base import Source, SourceContext
 from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
+from ._clock import SYSTEM_CLOCK, Clock
 from ._inbox import EMPTY, Inbox, WorkItem
 from ._remote import EdgeError
 
@@ -100,7 +101,9 @@ class SourceRunner:
         on_fatal: FatalHandler,
         buffers: SourceBuffers | None = None,
         on_error: FatalHandler | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.node, self.name = node, node.name
         self.on_error = on_error or on_fatal
         self.source: Source = node.obj
@@ -184,7 +187,7 @@ class SourceRunner:
             self.buffers.close()
             return True
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
-        timestamp = time.time()
+        timestamp = self.clock.time()
         began = time.perf_counter() - read_time  # latency counts reading and delivery, not pacing
         image, held = self.buffers.adopt(image)
         view = image.view()
@@ -223,7 +226,7 @@ class SourceRunner:
 
     def _pace(self, pts: float) -> bool:
         """Wait until the frame's media time is due; False if it is already a frame late."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._pace_origin is None:
             self._pace_origin = (now, pts)
         origin_wall, origin_pts = self._pace_origin
@@ -231,7 +234,7 @@ class SourceRunner:
         interval = pts - self._last_pts if self._last_pts is not None else 0.0
         self._last_pts = pts
         if due > now:
-            self.removed.wait(due - now)
+            self.clock.wait(self.removed, due - now)
             return True
         return now - due <= max(interval, 0.005) * 1.5
 
@@ -326,7 +329,9 @@ class NodeRunner:
         sink_context: dict[str, Any] | None = None,
         exporter: Exporter | None = None,
         on_failure: FatalHandler | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.node, self.name, self.kind = node, node.name, node.kind
         # Set when some outlet leads to another process (see ``forward``).
         self.exporter = exporter
@@ -457,7 +462,7 @@ class NodeRunner:
 
     def handle(self, items: list[WorkItem]) -> None:
         """Process a batch (usually of one) and forward the results."""
-        now = time.time()
+        now = self.clock.time()
         began = time.perf_counter()
         try:
             if self.kind == "sink":
@@ -506,7 +511,7 @@ class NodeRunner:
         if rate is not None and not rate.select(frame.source, frame.pts):
             self.recorder.drop("rate")
             return
-        age = time.time() - frame.timestamp
+        age = self.clock.time() - frame.timestamp
         if self._max_age is not None and age > self._max_age:
             self.recorder.drop("age")
             return
