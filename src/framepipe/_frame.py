@@ -34,6 +34,16 @@ class ReadOnlyResults(dict[str, Any]):
 NO_RESULTS = ReadOnlyResults()
 
 
+def with_result(results: dict[str, Any], name: str, value: Any) -> ReadOnlyResults:
+    """``results`` (already lent) and one more, lent too: the hot path of ``lent``."""
+    if isinstance(value, np.ndarray) and value.flags.writeable:
+        value = value.view()
+        value.flags.writeable = False
+    out = ReadOnlyResults(results)
+    dict.__setitem__(out, name, value)
+    return out
+
+
 def lent(results: dict[str, Any]) -> ReadOnlyResults:
     """``results`` as consumers see them: read-only, and so are the arrays in it.
 

@@ -8,7 +8,7 @@ Pacing of file-like sources in real time, frame timestamps and ages
 from __future__ import annotations
 
 import threading
-import time
+import time as _time
 from typing import Protocol
 
 
@@ -29,13 +29,10 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock (its methods are the C functions: read on every frame)."""
 
-    def time(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
+    time = staticmethod(_time.time)
+    monotonic = staticmethod(_time.monotonic)
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(seconds)

@@ -142,6 +142,9 @@ class Host:
         self._ended = threading.Condition(self._lock)  # notified as each thread ends
         self._alive = 0
         self._pending_sources: list[SourceRunner] = []  # inline: added while running
+        # inline: nodes fed through their inbox, drained after every source frame
+        # (the others are called directly by their producer).
+        self._queued: set[str] = set()
         self.sink_context = sink_context or {}
         self._build()
 
@@ -187,6 +190,7 @@ class Host:
             node = self.runners[downstream].node
             if self.inline and direct(node):
                 return DirectOutlet(self.runners[downstream], edge.id)
+            self._queued.add(downstream)
             return LocalOutlet(self.inboxes[downstream], edge.id, self.stop_event, self._lease)
         outlet = RemoteOutlet(
             edge.id,
@@ -334,10 +338,11 @@ class Host:
                     source.open()
                 active = list(self.sources.values())
                 while active and not self.stop_event.is_set():
+                    queued = [r for r in self.runners.values() if r.name in self._queued]
                     for source in list(active):
                         if not source.step():
                             active.remove(source)
-                        self._drain()
+                        self._drain(queued)
                     with self._lock:
                         active.extend(self._pending_sources)
                         self._pending_sources.clear()
@@ -346,7 +351,7 @@ class Host:
             if self.stop_event.is_set():
                 for inbox in self.inboxes.values():
                     inbox.close()
-            self._drain()
+            self._drain(list(self.runners.values()))
         except BaseException as exc:  # the scheduler's own failure: fatal, never silent
             log.error("framepipe: the inline scheduler failed", exc_info=True)
             self.on_fatal(f"host:{self.spec.host_id}", exc)
@@ -356,11 +361,11 @@ class Host:
             for runner in self.runners.values():
                 runner.finish()
 
-    def _drain(self) -> None:
+    def _drain(self, runners: list[NodeRunner]) -> None:
         progressed = True
         while progressed:
             progressed = False
-            for runner in self.runners.values():
+            for runner in runners:
                 if runner.ended:
                     continue
                 while not runner.failed:

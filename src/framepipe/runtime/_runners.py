@@ -29,7 +29,7 @@ import cloudpickle
 import numpy as np
 
 from .._errors import FramepipeError, SinkError, SourceError, StageError
-from .._frame import NO_RESULTS, Frame, lent
+from .._frame import NO_RESULTS, Frame, with_result
 from .._graph import Node
 from .._nested import NestedPipeline
 from .._stage import FunctionStage, Stage, StageContext
@@ -104,6 +104,8 @@ class SourceRunner:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.clock = clock
+        self._now = clock.time
+        self._in_process = buffers is None or isinstance(buffers, InProcessBuffers)
         self.node, self.name = node, node.name
         self.on_error = on_error or on_fatal
         self.source: Source = node.obj
@@ -162,7 +164,7 @@ class SourceRunner:
 
     def _step(self) -> bool:
         assert self._iterator is not None
-        began = time.perf_counter()
+        began = perf_counter()
         try:
             captured = next(self._iterator)
         except StopIteration:
@@ -178,7 +180,7 @@ class SourceRunner:
         except BaseException:
             self.buffers.close()
             raise
-        read_time = time.perf_counter() - began
+        read_time = perf_counter() - began
         if not self.source.seekable and pts < self.start:
             self.buffers.close()
             return True
@@ -187,24 +189,40 @@ class SourceRunner:
             self.buffers.close()
             return True
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
-        timestamp = self.clock.time()
-        began = time.perf_counter() - read_time  # latency counts reading and delivery, not pacing
-        image, held = self.buffers.adopt(image)
+        timestamp = self._now()
+        began = perf_counter() - read_time  # latency counts reading and delivery, not pacing
+        if self._in_process:
+            held: tuple[Any, ...] = ()
+        else:
+            image, held = self.buffers.adopt(image)
         view = image.view()
         view.flags.writeable = False
         frame = Frame(view, self._index, pts, timestamp, self.name, NO_RESULTS, held)
         self._index += 1
-        try:
+        if held:
+            try:
+                for outlet in self.outlets:
+                    outlet.deliver(frame)
+            finally:
+                self.buffers.drop(held)  # consumers hold their own leases now
+        else:
             for outlet in self.outlets:
                 outlet.deliver(frame)
-        finally:
-            self.buffers.drop(held)  # consumers hold their own leases now
-        self.recorder.record(latency=time.perf_counter() - began)
+        self.recorder.record(latency=perf_counter() - began)
         if self.recorder.state in ("connecting", "idle"):
             self.recorder.set_state("running")
         return True
 
     def _unpack(self, captured: Any) -> tuple[np.ndarray, float]:
+        if type(captured) is tuple and len(captured) == 2:  # the common case, checked fast
+            image, pts = captured
+            if (
+                type(image) is np.ndarray
+                and image.ndim == 3
+                and image.dtype == np.uint8
+                and type(pts) is float
+            ):
+                return image, pts
         if not _pair(captured):
             raise SourceError(
                 self.name, f"open() must yield (image, pts) pairs, got {_describe(captured)}"
@@ -332,6 +350,7 @@ class NodeRunner:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.clock = clock
+        self._now = clock.time
         self.node, self.name, self.kind = node, node.name, node.kind
         # Set when some outlet leads to another process (see ``forward``).
         self.exporter = exporter
@@ -511,7 +530,7 @@ class NodeRunner:
         if rate is not None and not rate.select(frame.source, frame.pts):
             self.recorder.drop("rate")
             return
-        age = self.clock.time() - frame.timestamp
+        age = self._now() - frame.timestamp
         if self._max_age is not None and age > self._max_age:
             self.recorder.drop("age")
             return
@@ -522,7 +541,8 @@ class NodeRunner:
             self._failed(exc, 1)
             return
         done = perf_counter()
-        self.failures_in_a_row = 0
+        if self.failures_in_a_row:
+            self.failures_in_a_row = 0
         self.recorder.record_one(done, done - began, age)
         if value is not None:
             self.forward(frame, value)
@@ -542,7 +562,7 @@ class NodeRunner:
                 frame.pts,
                 frame.timestamp,
                 frame.source,
-                lent({**frame.results, self.name: value}),
+                with_result(frame.results, self.name, value),
                 frame._handles,
             )
             if self.exporter is None:
