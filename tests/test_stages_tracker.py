@@ -90,6 +90,26 @@ def test_carried_forward_detections_are_predicted_not_matched_again() -> None:
         np.testing.assert_allclose(out[t].xyxy, boxes_at(t).xyxy, atol=2.0)
 
 
+def test_predictions_follow_media_time_whatever_the_detection_rate() -> None:
+    """Detections at irregular times; every frame's box is where the motion puts it."""
+    speed = 120.0  # px per media second
+
+    def at(t: float) -> sv.Detections:
+        x = 10 + speed * t
+        return make_detections([[x, 20, x + 60, 60]], [0.9], [2], ["car"])
+
+    fps = 30.0
+    detected_on = {0, 1, 2, 3, 9, 12, 21, 24, 25, 36, 48}  # gaps of 1 to 12 frames
+    results: list[sv.Detections | None] = []
+    for i in range(60):
+        results.append(at(i / fps) if i in detected_on else results[-1])
+    out = run_stage(Tracker("detect"), frames_with(results, fps=fps))
+    for i in range(12, 60):
+        np.testing.assert_allclose(out[i].xyxy[0], at(i / fps).xyxy[0], atol=3.0, err_msg=str(i))
+        assert out[i].data["predicted"].tolist() == [i not in detected_on]
+        assert out[i].metadata["predicted"] is (i not in detected_on)
+
+
 def test_no_detections_yet_and_the_newest_result_by_default(caplog) -> None:
     def frames() -> list:
         return frames_with([None, None, boxes_at(2), boxes_at(3)])
