@@ -22,7 +22,6 @@ from framepipe.stages import (
 )
 from framepipe.stages._detector import make_detections
 from framepipe.testing import make_frame, run_stage
-from test_stages_detector import video_frames
 
 VEHICLES = ["car", "truck", "bus", "motorcycle"]
 
@@ -190,11 +189,10 @@ HAND_WINDOWS = (range(100, 330), range(600, 914))
 HAND_IN, HAND_OUT = 3, 4
 
 
-@pytest.fixture(scope="module")
-def vehicles(shared_media: Path, media_video) -> list[sv.Detections]:
+@pytest.fixture
+def vehicles(vehicle_detections: list[sv.Detections]) -> list[sv.Detections]:
     """YOLOX-Nano vehicle detections (conf >= 0.1) on all 914 frames of slow_traffic_small."""
-    detector = Detector(shared_media / "models" / "yolox_nano.onnx", conf=0.1, classes=VEHICLES)
-    return run_stage(detector, video_frames(media_video("slow_traffic_small.mp4")))
+    return vehicle_detections
 
 
 @pytest.mark.parametrize("every", [1, 3], ids=["detector-every-frame", "detector-every-3rd"])
@@ -287,3 +285,5 @@ def test_pipeline_slow_detector_tracker_counter_annotate(
     assert abs(sum(e.kind == "in" for e in events) - HAND_IN) <= 1, events
     assert abs(sum(e.kind == "out" for e in events) - HAND_OUT) <= 1, events
     assert last.total >= len(events)
+    every = [e for c in collected.values() if c["count"] for e in c["count"].events]
+    assert len({e.tracker_id for e in every}) == len(every), every  # no track counted twice

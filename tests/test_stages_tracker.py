@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import supervision as sv
 
-from framepipe.stages import Detector, Tracker
+from framepipe.stages import Tracker
 from framepipe.stages._detector import make_detections
 from framepipe.testing import make_frame, run_stage
-from test_stages_detector import video_frames
 
 
 def boxes_at(t: int, *, score: float = 0.9) -> sv.Detections:
@@ -131,13 +129,10 @@ def test_options_are_checked() -> None:
 # -- a real clip: people walking through one by one -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def people(shared_media: Path, media_video) -> list[sv.Detections]:
+@pytest.fixture
+def people(people_detections: list[sv.Detections]) -> list[sv.Detections]:
     """YOLOX-Nano person detections (conf >= 0.1) for every frame of the clip."""
-    detector = Detector(shared_media / "models" / "yolox_nano.onnx", conf=0.1, classes=["person"])
-    return run_stage(
-        detector, video_frames(media_video("one-by-one-person-detection.mp4"), fps=10.0)
-    )
+    return people_detections
 
 
 def appearances(present: list[bool], max_gap: int) -> list[range]:

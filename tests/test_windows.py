@@ -13,6 +13,7 @@ first calls get fewer than ``frame_count`` frames.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 import framepipe as fp
 from framepipe._policy import NodeOptions, Queue, Window, WindowSampler, parse_window
+from framepipe.config import parse_pipeline
 from framepipe.runtime._inbox import EMPTY, Inbox
 from framepipe.stats import StatsRecorder
 from framepipe.testing import make_frame
@@ -217,3 +219,16 @@ def test_interval_does_not_drift_on_a_non_integer_rate(media_video: Path) -> Non
     # counts) is off by more than a second at the end of the same clip.
     frame_count_calls = list(range(0, len(pts), int(1 * 29.83)))
     assert abs((pts[frame_count_calls[-1]] - pts[0]) - (len(frame_count_calls) - 1)) > 1.0
+
+
+def test_pipeline_files_take_a_step_in_seconds() -> None:
+    text = """
+    sources:
+      - {name: cam, type: Synthetic, width: 32, height: 32, frames: 3}
+    stages:
+      - {name: w, type: "builtins:len", window: [5, 1s], interval: 2}
+    """
+    pipe, _ = parse_pipeline(textwrap.dedent(text), where="p.yaml")
+    assert pipe.nodes["w"].options.window == Window(5, 1.0)
+    with pytest.raises(fp.ConfigError, match=r"window.*seconds like '1s', got \(5, '1'\)"):
+        parse_pipeline(textwrap.dedent(text).replace("1s]", "'1']"), where="p.yaml")
