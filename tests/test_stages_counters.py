@@ -287,3 +287,20 @@ def test_pipeline_slow_detector_tracker_counter_annotate(
     assert last.total >= len(events)
     every = [e for c in collected.values() if c["count"] for e in c["count"].events]
     assert len({e.tracker_id for e in every}) == len(every), every  # no track counted twice
+
+
+def test_tracks_gone_for_a_minute_are_forgotten() -> None:
+    counter = LineCounter((0, 150), (400, 150))
+    early = [
+        make_frame(width=400, height=300, index=i, pts=i / 30, results={"track": r})
+        for i, r in enumerate(tracked([box_with_bottom_at(100, x=10 * k)], [k]) for k in range(50))
+    ]
+    late = make_frame(
+        width=400,
+        height=300,
+        index=99,
+        pts=62.0,
+        results={"track": tracked([box_with_bottom_at(100)], [99])},
+    )
+    run_stage(counter, [*early, late])
+    assert list(counter._sides_of.tracks) == [99]

@@ -89,7 +89,13 @@ def _point(value: Sequence[float], what: str) -> Point:
 class _TrackSide:
     side: bool  # the side the track was last counted on (or first seen on)
     counted_at: float  # media time of its last count
+    seen_at: float  # media time of its last detection
     run: int = 0  # detections in a row on the other side
+
+
+#: A track not detected for this long is forgotten (a tracker has long dropped it),
+#: so a counter running for days does not keep every id it ever saw.
+_FORGET_SECONDS = 60.0
 
 
 class _Sides:
@@ -105,6 +111,7 @@ class _Sides:
     def __init__(self, min_crossing: int, settle_seconds: float) -> None:
         self.min_crossing, self.settle_seconds = min_crossing, settle_seconds
         self.tracks: dict[int, _TrackSide] = {}
+        self._swept = -math.inf
 
     def observe(self, track_id: int, side: bool, now: float, start: bool | None) -> bool:
         """Whether this detection of ``track_id`` on ``side`` completes a crossing.
@@ -112,9 +119,13 @@ class _Sides:
         ``start`` is the side a track is taken to come from when first seen
         (``None``: wherever it is first seen, without counting).
         """
+        self._forget_before(now - _FORGET_SECONDS)
         state = self.tracks.get(track_id)
         if state is None:
-            state = self.tracks[track_id] = _TrackSide(side if start is None else start, -math.inf)
+            state = self.tracks[track_id] = _TrackSide(
+                side if start is None else start, -math.inf, now
+            )
+        state.seen_at = now
         if side == state.side or now - state.counted_at < self.settle_seconds:
             state.run = 0
             return False
@@ -126,7 +137,14 @@ class _Sides:
 
     def move(self, track_id: int, side: bool, now: float) -> None:
         """Put a track on ``side`` as if counted now (a zone exit by timeout)."""
-        self.tracks[track_id] = _TrackSide(side, now)
+        self.tracks[track_id] = _TrackSide(side, now, now)
+
+    def _forget_before(self, when: float) -> None:
+        if when - self._swept < _FORGET_SECONDS:
+            return  # sweep about once a minute of media time
+        self._swept = when
+        for track_id in [t for t, state in self.tracks.items() if state.seen_at < when]:
+            del self.tracks[track_id]
 
 
 class _Counter(Stage):
