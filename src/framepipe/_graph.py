@@ -124,9 +124,10 @@ class Pipeline:
 
     Node options (``stage`` and ``sink``):
 
-    - ``fps=`` at most N frames per second of media time; ``interval=`` seconds
-      between selected frames; ``window=(count, step)``: the stage receives the
-      last ``count`` of every ``step``-th frame, as a list.
+    - ``fps=`` at most N calls per second of media time; ``interval=`` seconds
+      between calls; ``window=(count, step)``: each call receives a list of the
+      last ``count`` frames taken every ``step`` source frames (or ``"1s"``:
+      every second of media time), ending at the frame it is called on.
     - ``policy=``: ``"latest"``, ``"block"`` or ``fp.Queue(n, overflow)`` on each
       input edge (see ``framepipe._policy``); ``max_age=`` milliseconds.
     - ``join=``: ``"each"`` (default), ``"merge"`` or ``"latest"`` for several inputs.

@@ -81,7 +81,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 from . import sinks, sources, stages
 from ._errors import ConfigError, FramepipeError
 from ._graph import Pipeline
-from ._policy import Queue
+from ._policy import Queue, parse_window
 from ._stage import Stage
 from .runtime import executor_names
 from .sinks import Sink
@@ -145,7 +145,7 @@ class StageSpec(_NodeSpec):
     after: list[str] | None = None
     fps: PositiveFloat | None = None
     interval: PositiveFloat | None = None
-    window: tuple[int, int] | None = None
+    window: tuple[int, int | str] | None = None
     policy: Any = None
     max_age: PositiveFloat | None = Field(default=None, description="milliseconds")
     join: Literal["each", "merge", "latest"] = "each"
@@ -164,9 +164,9 @@ class StageSpec(_NodeSpec):
 
     @field_validator("window")
     @classmethod
-    def _window(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError(f"must be [count, step] with both >= 1, got {list(value)}")
+    def _window(cls, value: tuple[int, int | str] | None) -> tuple[int, int | str] | None:
+        if value is not None:
+            parse_window(value)  # its ValueError says what a window is
         return value
 
     @field_validator("policy")

@@ -118,7 +118,7 @@ class Inbox:
         self._closed = False
         self._seq = 0
         self._rate = RateSelector(options.fps) if options.fps else None
-        self._window = WindowSampler(*options.window) if options.window else None
+        self._window = WindowSampler(options.window) if options.window else None
         self._pending: dict[tuple[str, int], dict[int, Ticket]] = {}
         self._passed: dict[int, dict[str, int]] = {}
         self._history: dict[str, deque[tuple[str, int, Any]]] = {}
@@ -208,26 +208,15 @@ class Inbox:
             if self.options.join == "latest" and edge_id != self._order[0]:
                 self._keep_latest(edge, ticket)
                 return True
-            if self._rate is not None and not self._rate.select(frame.source, frame.pts):
+            entry: Any = ticket
+            if self._window is not None:
+                entry = self._windowed(edge, ticket)
+                if entry is None:
+                    return True
+            elif self._rate is not None and not self._rate.select(frame.source, frame.pts):
                 self.recorder.drop("rate")
                 self._give_back(edge, ticket)
                 return True
-            entry: Any = ticket
-            if self._window is not None:
-                if not self._window.sample(frame.source):
-                    self.recorder.drop("rate")
-                    self._give_back(edge, ticket)
-                    return True
-                evicted, window = self._window.push(frame.source, ticket)
-                if evicted is not None:
-                    evicted.unref()
-                if window is None:
-                    if edge.credit is not None:
-                        edge.credit(1)
-                    return True
-                for held in window:
-                    held.refs += 1
-                entry = window
             policy = edge.policy
             if len(edge.entries) >= policy.size:
                 if policy.overflow == "block":
@@ -250,6 +239,34 @@ class Inbox:
             edge.entries.append((self._seq, entry))
             self._cond.notify_all()
             return True
+
+    def _windowed(self, edge: _Edge, ticket: Ticket) -> list[Ticket] | None:
+        """Sample ``ticket`` into its window; the window to process if a call is due.
+
+        Every frame that is not a sample is released at once; a sample is held
+        (its pixels too) until it leaves the window, so a window keeps at most
+        ``count`` frames alive per source, however far apart they are.
+        """
+        assert self._window is not None
+        frame = ticket.frame
+        if not self._window.sample(frame.source, frame.index, frame.pts):
+            self.recorder.drop("rate")
+            self._give_back(edge, ticket)
+            return None
+        evicted = self._window.push(frame.source, ticket)
+        if evicted is not None:
+            evicted.unref()
+        # fps=/interval= pick the calls among the samples; a call due before the
+        # window has filled is skipped (its slot is spent).
+        due = self._rate is None or self._rate.select(frame.source, frame.pts)
+        window = self._window.full(frame.source) if due else None
+        if window is None:
+            if edge.credit is not None:
+                edge.credit(1)
+            return None
+        for held in window:
+            held.refs += 1
+        return window
 
     def _give_back(self, edge: _Edge, ticket: Ticket) -> None:
         ticket.unref()
