@@ -140,8 +140,8 @@ class StageSpec(_NodeSpec):
     window: tuple[int, int] | None = None
     policy: Any = None
     max_age: PositiveFloat | None = Field(default=None, description="milliseconds")
-    join: Literal["each", "merge", "latest"] = "each"
-    on_error: Literal["skip", "stop", "restart"] = "skip"
+    join: Literal["each", "merge", "latest"] | None = None
+    on_error: Literal["skip", "stop", "restart"] | None = None
     executor: Literal["inline", "threads", "processes"] | None = None
 
     @field_validator("after", mode="before")
@@ -174,10 +174,6 @@ class StageSpec(_NodeSpec):
     def options(self) -> dict[str, Any]:
         """The node options that were given."""
         chosen = {key: getattr(self, key) for key in NODE_OPTIONS}
-        if chosen["join"] == "each":
-            del chosen["join"]
-        if chosen["on_error"] == "skip":
-            del chosen["on_error"]
         return {key: value for key, value in chosen.items() if value is not None}
 
 

@@ -300,6 +300,7 @@ class NodeRunner:
         self.started = False
         self.ended = False
         self.failed = False
+        self._sink_error = ""  # the last SinkError logged, so repeats are not
         self._call: Callable[[Any], Any] = (
             self.obj.process if node.kind != "sink" else self.obj.write
         )
@@ -361,7 +362,15 @@ class NodeRunner:
                 self.obj.teardown()
         except BaseException as exc:
             what = "close() failed" if self.kind == "sink" else "teardown() failed"
-            self.logger.error("%s %r %s", self.kind, self.name, what, exc_info=True)
+            ours = isinstance(exc, FramepipeError)  # names the node and the cause: no traceback
+            self.logger.error(
+                "%s %r %s%s",
+                self.kind,
+                self.name,
+                what,
+                f": {exc}" if ours else "",
+                exc_info=not ours,
+            )
             if self.on_error == "stop":
                 self.on_fatal(self.name, node_error(self.node, exc, what))
 
@@ -492,9 +501,20 @@ class NodeRunner:
             self.failed = True
             self.recorder.set_state("failed")
             self.logger.error(
-                "%s %r failed; stopping the pipeline", self.kind, self.name, exc_info=exc
+                "%s %r failed; stopping the pipeline%s",
+                self.kind,
+                self.name,
+                f": {exc}" if isinstance(exc, FramepipeError) else "",
+                exc_info=None if isinstance(exc, FramepipeError) else exc,  # ours say it all
             )
             self.on_fatal(self.name, node_error(self.node, exc, "failed"))
+            return
+        if self.kind == "sink" and isinstance(exc, SinkError):
+            # A sink's own error (a full disk) repeats for every later frame: log it once;
+            # the frames it costs are counted as errors.
+            if str(exc) != self._sink_error:
+                self._sink_error = str(exc)
+                self.logger.error("%s (on_error=%r; later frames counted)", exc, self.on_error)
             return
         self.logger.error(
             "%s %r failed on a frame (on_error=%r):\n%s",

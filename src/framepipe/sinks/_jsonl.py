@@ -45,6 +45,7 @@ class JsonLines(Sink):
         #: Lines written by the run (read it after the run, whatever the executor).
         self.lines = 0
         self._file: io.FileIO | None = None
+        self._end = 0  # bytes of whole lines in the file
 
     def open(self) -> None:
         self.lines = 0
@@ -54,6 +55,7 @@ class JsonLines(Sink):
             # user space when the process ends without close().
             # Kept open across calls, closed by close(): not a with-block.
             self._file = open(self.path, "ab" if self.append else "wb", buffering=0)  # noqa: SIM115
+            self._end = self._file.seek(0, os.SEEK_END)
         except OSError as exc:
             raise SinkError(
                 self.context.name,
@@ -72,10 +74,21 @@ class JsonLines(Sink):
             while view:  # a raw write may be partial; finish the block
                 view = view[self._file.write(view) :]
         except OSError as exc:
+            self._cut_partial_line()
             raise SinkError(
-                self.context.name, f"cannot write to {str(self.path)!r}: {exc}"
+                self.context.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}"
             ) from exc
+        self._end += len(data)
         self.lines += len(records)
+
+    def _cut_partial_line(self) -> None:
+        # A full disk takes part of a block: cut it off, so the file ends with a whole line.
+        assert self._file is not None
+        try:
+            os.ftruncate(self._file.fileno(), self._end)
+            self._file.seek(self._end)
+        except OSError:
+            pass  # the write error is what gets reported
 
     def close(self) -> None:
         if self._file is not None:
