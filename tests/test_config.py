@@ -93,8 +93,8 @@ def test_a_file_builds_the_pipeline_it_describes(tmp_path: Path) -> None:
 
     pipe.run(**options.run_kwargs())
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert {r["node"] for r in records} == {"track", "windowed"}
-    assert {r["value"] for r in records if r["node"] == "windowed"} == {3}
+    assert {node for r in records for node in r["results"]} == {"track", "windowed"}
+    assert {r["results"]["windowed"] for r in records if "windowed" in r["results"]} == {3}
 
 
 def test_sinks_follow_the_last_stage_and_positional_args_work(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_user_stages_by_import_path(tmp_path: Path) -> None:
     pipe, options = load_pipeline(path)
     pipe.run(**options.run_kwargs())
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    values = {(r["node"], r["index"]): r["value"] for r in records}
+    values = {(node, r["index"]): value for r in records for node, value in r["results"].items()}
     assert values[("bright", 0)] is True and values[("dark", 0)] is False
     assert values[("mean", 3)] > 10
     assert values[("double", 5)] == 10

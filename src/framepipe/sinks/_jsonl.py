@@ -1,4 +1,4 @@
-"""Results as JSON Lines: one JSON object per frame and input node."""
+"""Results as JSON Lines: one JSON object per frame."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ from typing import Any
 from .._errors import SinkError
 from .._frame import Frame
 from ._base import Sink
-from ._json import encode, frame_records
+from ._json import encode, frame_record
 
 
 class JsonLines(Sink):
-    """Append one JSON object per frame and input node to a ``.jsonl`` file.
+    """Append one JSON object per frame to a ``.jsonl`` file.
 
-    Each line is ``{"source", "index", "pts", "timestamp", "node", "value"}``:
-    ``node`` is the input node whose result ``value`` is (encoded by the shared
-    framepipe JSON rules: numpy values, ``supervision.Detections`` as one object
-    per detection, images as ``{"image": [h, w, 3]}``). A frame gets one line per
-    input node that has a result in it, so a sink fed by ``detect`` and ``count``
-    writes two lines a frame.
+    Each line is ``{"source", "index", "pts", "timestamp", "results"}``:
+    ``results`` maps each input node that has a result for the frame to that
+    result (encoded by the shared framepipe JSON rules: numpy values,
+    ``supervision.Detections`` as one object per detection, images as
+    ``{"image": [h, w, 3]}``). A sink fed by ``track`` and ``count`` writes one
+    line a frame, ``{"results": {"track": [...], "count": {...}}}``: a sink
+    merges its inputs (``join="merge"``) unless told otherwise. Frames without a
+    result of any input write nothing.
 
     Every ``write()`` hands its lines to the operating system in one ``write``
     call, with no buffer in between: when the run stops, is interrupted or dies
@@ -36,7 +38,7 @@ class JsonLines(Sink):
     Example::
 
         pipe.sink("log", fp.sinks.JsonLines("out/detections.jsonl"), after=[detect])
-        # later: [json.loads(line) for line in open("out/detections.jsonl")]
+        # later: [json.loads(line)["results"]["detect"] for line in open("out/detections.jsonl")]
     """
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
@@ -65,10 +67,10 @@ class JsonLines(Sink):
     def write(self, frame: Frame) -> None:
         if self._file is None:
             raise SinkError(self.context.name, "write() before open() or after close()")
-        records = frame_records(frame, self.context.inputs or frame.results)
-        if not records:
+        record = frame_record(frame, self.context.inputs or frame.results)
+        if record is None:
             return
-        data = "".join(encode(record) + "\n" for record in records).encode("utf-8")
+        data = (encode(record) + "\n").encode("utf-8")
         try:
             view = memoryview(data)
             while view:  # a raw write may be partial; finish the block
@@ -79,7 +81,7 @@ class JsonLines(Sink):
                 self.context.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}"
             ) from exc
         self._end += len(data)
-        self.lines += len(records)
+        self.lines += 1
 
     def _cut_partial_line(self) -> None:
         # A full disk takes part of a block: cut it off, so the file ends with a whole line.
