@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,7 +241,7 @@ def test_unknown_options_exit_2() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run"], "give a pipeline file or --source"),
+        (["run"], "nothing to run: give a pipeline file"),
         (["run", "missing.yaml"], "missing.yaml: cannot read the pipeline file"),
         (["run", "good.yaml", "--source", "x.mp4"], "not both"),
         (["run", "good.yaml", "--track"], "--track go with --source"),
@@ -256,6 +258,10 @@ def test_unknown_options_exit_2() -> None:
         (["info", "0"], "info reads video files and streams"),
         (["demo", "--model", "m.onnx"], "--model goes with --source"),
         (["demo", "--duration", "-1"], "--duration must be > 0"),
+        (["run", "--source", "rtsp://[::1/live"], "malformed URL 'rtsp://[::1/live'"),
+        (["info", "rtsp://[::1/live"], "malformed URL 'rtsp://[::1/live'"),
+        (["run", "--source", "clip.mp4", "--detect", "motion", "--conf", "0.5"], "--conf and"),
+        (["run", "good.yaml", "--no-overlay"], "--no-overlay go with --source"),
     ],
 )
 def test_bad_usage_exits_2(
@@ -271,6 +277,105 @@ def test_bad_usage_exits_2(
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()), result.output
+
+
+def test_version() -> None:
+    result = framepipe("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"framepipe {fp.__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["info"], ["demo"], ["bench"]])
+def test_help_shows_no_raw_type_labels(command: list[str]) -> None:
+    result = CliRunner().invoke(cli.app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    for label in ("<bool>", "<str>", "<int>", "<float>", "<path>", "--no-"):
+        if label == "--no-" and "--no-overlay" in result.output:
+            continue
+        assert label not in result.output, result.output
+
+
+def test_bench_help_lists_its_options() -> None:
+    result = CliRunner().invoke(cli.app, ["bench", "--help"])
+    assert "--quick" in result.output and "--only NAME" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--detect", "nosuch"], "unknown model 'nosuch'"),
+        (["--detect", "models/missing.onnx"], "model file not found"),
+    ],
+)
+def test_a_missing_or_unknown_model_is_a_message_with_a_cli_hint(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    result = framepipe("run", "--source", clip, *args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and "--detect path/to/model.onnx" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_known_model_not_on_the_machine_offline_says_where_to_put_it(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    result = framepipe(
+        "run", "--source", clip, "--detect", "yolox_nano", cwd=tmp_path,
+        FRAMEPIPE_MODELS=str(tmp_path / "none"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "FRAMEPIPE_OFFLINE forbids downloading" in text
+    assert "--detect 'path/to/yolox_nano.onnx'" in text and "model=" not in text
+
+
+def test_an_unwritable_output_folder_is_a_message(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    (tmp_path / "file").write_text("not a folder")
+    result = framepipe("run", "--source", clip, "--out", tmp_path / "file" / "out.mp4")
+    assert result.returncode == 1 and "cannot write" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def occupied_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["demo"], ["run", "--source", "SYNTHETIC", "--web"]])
+def test_a_taken_port_exits_1_within_seconds_naming_it(
+    command: list[str], media_video, tmp_path: Path
+) -> None:
+    clip = media_video("bottle-detection.mp4")
+    for port in occupied_port():
+        args = [str(clip) if a == "SYNTHETIC" else a for a in command]
+        began = time.monotonic()
+        result = framepipe(*args, "--port", str(port), "--duration", "30", "--quiet", cwd=tmp_path)
+        assert time.monotonic() - began < 20  # not the 30 s of --duration
+        assert result.returncode == 1, result.stderr
+        assert f"127.0.0.1:{port}" in result.stderr and "Address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_stream_that_never_connected_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        result = framepipe(
+            "run", "--source", f"rtsp://127.0.0.1:{port}/x", "--duration", "3", "--quiet",
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "never connected" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_stream_that_connected_and_stopped_exits_0(mjpeg_server, tmp_path: Path) -> None:
+    result = framepipe("run", "--source", mjpeg_server.url, "--duration", "3", "--quiet")
+    assert result.returncode == 0, result.stderr
 
 
 # -- failures, interruptions, signals --------------------------------------------------------------

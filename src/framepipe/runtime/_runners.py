@@ -319,7 +319,15 @@ class NodeRunner:
             self.failed = True
             self.recorder.set_state("failed")
             what = "could not open" if self.kind == "sink" else "setup() failed"
-            self.logger.error("%s %r %s", self.kind, self.name, what, exc_info=True)
+            ours = isinstance(exc, FramepipeError)  # names the node and the cause: no traceback
+            self.logger.error(
+                "%s %r %s%s",
+                self.kind,
+                self.name,
+                what,
+                f": {exc}" if ours else "",
+                exc_info=not ours,
+            )
             self.on_fatal(self.name, node_error(self.node, exc, what))
             return False
         self.started = True
