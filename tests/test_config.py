@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -396,3 +397,41 @@ def test_node_options_are_the_pipelines() -> None:
             "executor": "threads",
         }[option]
         pipe.stage(f"n_{option}", lambda f: 1, after="s", **{option: value})
+
+
+ALIAS_BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+sources: [{name: cam, type: Synthetic, frames: 3}]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_within_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    began = time.monotonic()
+    with pytest.raises(fp.ConfigError, match=r"bomb\.yaml: the YAML expands to more than"):
+        load_pipeline(path)
+    with pytest.raises(fp.ConfigError, match="expands to more than"):
+        parse_pipeline(ALIAS_BOMB, overrides=["duration=3"])
+    assert time.monotonic() - began < 1.0
+
+
+def test_modest_anchors_and_aliases_still_work() -> None:
+    pipe, _ = parse_pipeline(
+        textwrap.dedent(
+            """
+            sources:
+              - &cam {name: cam, type: Synthetic, frames: 3, width: 64, height: 48}
+              - {<<: *cam, name: cam2}
+            """
+        )
+    )
+    assert set(pipe.nodes) == {"cam", "cam2"}

@@ -241,7 +241,9 @@ def parse_pipeline(
 ) -> tuple[Pipeline, RunOptions]:
     """``load_pipeline`` for YAML text; ``where`` names it in error messages."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -458,7 +460,7 @@ def _apply_override(data: dict[str, Any], override: str, where: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected key=value, e.g. stages.detect.fps=5")
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")
@@ -525,7 +527,7 @@ def _expand_env(value: Any, where: str, loc: tuple[Any, ...]) -> Any:
         if whole is not None:
             # A value that is one reference takes the variable's YAML type: "96" is 96.
             try:
-                return yaml.safe_load(text) if text else text
+                return load_yaml(text) if text else text
             except yaml.YAMLError:
                 return text
         return text
@@ -534,6 +536,49 @@ def _expand_env(value: Any, where: str, loc: tuple[Any, ...]) -> Any:
     if isinstance(value, list):
         return [_expand_env(v, where, (*loc, i)) for i, v in enumerate(value)]
     return value
+
+
+# -- YAML -----------------------------------------------------------------------------------------
+
+#: Most values a pipeline file may hold once its aliases are expanded. Real files hold
+#: hundreds; an alias bomb ("billion laughs") holds billions in a few lines.
+MAX_YAML_VALUES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses a document whose aliases expand beyond ``MAX_YAML_VALUES``."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            size = _expanded_size(node, {})
+            if size > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"the YAML expands to more than {MAX_YAML_VALUES:,} values through its "
+                    f"aliases (*name) ({size:,}); refusing it"
+                )
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values under ``node`` with every alias expanded, counting each shared node once per use."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # a node that contains itself counts once (the recursion stops here)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, refusing alias bombs with a ``ConfigError`` (within milliseconds)."""
+    return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: no arbitrary objects
 
 
 # -- messages -------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ log = logging.getLogger("framepipe.web")
 #: Seconds ``open()`` waits for the server to listen, and ``close()`` for it to stop.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-#: Connections the server accepts at once; more get "503 Service Unavailable".
-MAX_CONNECTIONS = 100
+#: Connections the server keeps at once; more get "503 Service Unavailable". Idle and slow
+#: connections are closed after ``_protocol.REQUEST_TIMEOUT`` seconds, so they cannot pile up.
+MAX_CONNECTIONS = 500
 #: Bytes the kernel may hold unsent per connection (Linux, macOS): a few frames at most.
 NOTSENT_LOWAT = 16384
 
@@ -133,6 +134,7 @@ class Web(Sink):
 
         from ._app import create_app, is_loopback
         from ._feed import Feeds
+        from ._protocol import DeadlineH11Protocol
 
         name = self.context.name
         self._feeds = Feeds(self.context.inputs, quality=self.quality, max_fps=self.fps)
@@ -152,7 +154,7 @@ class Web(Sink):
             access_log=False,
             lifespan="off",
             ws="none",
-            http="h11",
+            http=DeadlineH11Protocol,
             loop="asyncio",
             limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=2,
