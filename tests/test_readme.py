@@ -93,3 +93,90 @@ def test_the_camera_example_builds(tmp_path: Path) -> None:
     pipe = namespace["pipe"]
     assert isinstance(pipe, fp.Pipeline)
     assert set(pipe.nodes) == {"cam", "preview", "motion", "record", "events"}
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README, re.S)
+
+
+def test_ci_runs_the_readmes_test_command_as_written() -> None:
+    test_command = next(b.strip() for b in bash_blocks() if "pytest" in b)
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_command in ci
+
+
+def test_the_readmes_install_commands_install_what_they_run() -> None:
+    demo = next(b.strip() for b in bash_blocks() if "framepipe demo" in b and "pip" in b)
+    assert '-e ".[all]"' in demo  # the demo uses fp.stages (vision) and fp.sinks.Web (web)
+    test = next(b.strip() for b in bash_blocks() if "pytest" in b)
+    assert '-e ".[test]"' in test
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    assert "framepipe[all]" in extras["test"] and extras["all"] == ["framepipe[vision,web]"]
+    heavy = ("onnxruntime", "supervision", "scipy", "starlette", "uvicorn", "psutil")
+    assert not [d for d in project["dependencies"] if d.startswith(heavy)]
+
+
+def test_the_license_file_is_the_declared_license() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == {"text": "Apache-2.0"}
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+
+
+def readme_commands() -> list[list[str]]:
+    """The ``framepipe ...`` lines of the README (continuations joined, comments cut)."""
+    block = next(b for b in bash_blocks() if b.lstrip().startswith("framepipe demo --duration"))
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.split("#", 1)[0].split() for line in lines if line.startswith("framepipe ")]
+
+
+def test_the_readmes_info_command(tmp_path: Path) -> None:
+    command = next(c for c in readme_commands() if c[1] == "info")
+    clip = SHARED_MEDIA / "videos" / "slow_traffic_small.mp4"
+    if not clip.exists():
+        pytest.skip(f"the README's clip is not in {SHARED_MEDIA}")
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED_MEDIA.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "framepipe.cli", *command[1:]],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "914" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_readmes_one_liner(tmp_path: Path) -> None:
+    command = next(c for c in readme_commands() if c[1] == "run" and "--detect" in c)
+    clip = SHARED_MEDIA / "videos" / "slow_traffic_small.mp4"
+    models = SHARED_MEDIA / "models"
+    if not clip.exists() or not (models / "yolox_nano.onnx").exists():
+        pytest.skip(f"the README's clip or model is not in {SHARED_MEDIA}")
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED_MEDIA.parent)
+    env = {**os.environ, "FRAMEPIPE_OFFLINE": "1", "FRAMEPIPE_MODELS": str(models)}
+    done = subprocess.run(
+        [sys.executable, "-m", "framepipe.cli", *command[1:], "--quiet"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in (work / "out" / "results.jsonl").open()]
+    assert [r["index"] for r in lines] == list(range(914))
+    found = {d["class_name"] for r in lines for d in r["results"]["track"]}
+    assert found and found <= {"car", "truck"}
+    assert fp.sources.probe(work / "out" / "annotated.mp4", count_frames=True)["frames"] == 914

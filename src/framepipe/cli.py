@@ -39,6 +39,7 @@ import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -136,7 +137,7 @@ QuietOption = Annotated[
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -292,7 +293,7 @@ def execute(
     except fp.GraphError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except fp.FramepipeError as exc:
-        err.print(f"[bold red]pipeline error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]pipeline error:[/] {escape(str(exc))}", highlight=False)
         code = EXIT_ERROR
     if run is None:
         pipe.stop()  # interrupted inside start(): whatever started, stop it
@@ -306,11 +307,14 @@ def execute(
         )
     )
     for error in run.errors[1:] if code == EXIT_ERROR else run.errors:
-        err.print(f"[yellow]node error:[/] {error}", highlight=False)
+        err.print(f"[yellow]node error:[/] {escape(str(error))}", highlight=False)
     silent = _never_connected(pipe, run)
     if silent and code == EXIT_OK:
         for name, target in silent:
-            err.print(f"[bold red]error:[/] source {name!r} never connected to {target}")
+            err.print(
+                f"[bold red]error:[/] source {name!r} never connected to {escape(target)}",
+                highlight=False,
+            )
         code = EXIT_ERROR
     if code == EXIT_INTERRUPTED:
         err.print("interrupted: stopped cleanly (exit 130)")
@@ -710,7 +714,9 @@ def info(
         if as_json:
             out.print_json(data={"source": source, "reachable": False, "error": exc.detail})
         else:
-            err.print(f"[bold red]cannot read {source}:[/] {exc.detail}", highlight=False)
+            err.print(
+                f"[bold red]cannot read {escape(source)}:[/] {escape(exc.detail)}", highlight=False
+            )
         raise typer.Exit(EXIT_ERROR) from None
     if as_json:
         out.print_json(data=facts)
@@ -939,7 +945,13 @@ def main() -> None:
     While a pipeline runs, framepipe turns SIGTERM into a clean stop and
     ``SystemExit(143)``; ``execute`` reports it as exit code 143.
     """
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        if "framepipe[" not in str(exc):  # not an extra framepipe names: a real bug
+            raise
+        # An optional part that is not installed (fp.stages, fp.sinks.Web): say which.
+        raise SystemExit(_fail(str(exc), EXIT_ERROR).exit_code) from None
 
 
 if __name__ == "__main__":

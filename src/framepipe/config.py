@@ -78,7 +78,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
 
-from . import sinks, sources, stages
+from . import sinks, sources
 from ._errors import ConfigError, FramepipeError
 from ._graph import Pipeline
 from ._policy import Queue
@@ -332,9 +332,14 @@ def _build(spec: PipelineSpec, where: str) -> Pipeline:
 
 def builtins(kind: str) -> dict[str, type]:
     """Built-in types by name for ``kind`` ``"source"``, ``"stage"`` or ``"sink"``."""
-    module, base = {"source": (sources, Source), "stage": (stages, Stage), "sink": (sinks, Sink)}[
-        kind
-    ]
+    module: Any
+    base: type
+    if kind == "stage":
+        from . import stages  # the "vision" extra: raises ModuleNotFoundError saying so
+
+        module, base = stages, Stage
+    else:
+        module, base = {"source": (sources, Source), "sink": (sinks, Sink)}[kind]
     found = {}
     for name in module.__all__:
         value = getattr(module, name)
@@ -344,7 +349,12 @@ def builtins(kind: str) -> dict[str, type]:
 
 
 def _resolve(type_name: str, kind: str, loc: str, where: str) -> Any:
-    known = builtins(kind)
+    try:
+        known = builtins(kind)
+    except ModuleNotFoundError as exc:
+        if ":" not in type_name and "." not in type_name:
+            raise ConfigError(f"{where}: {loc}.type: {type_name!r}: {exc}") from None
+        known = {}  # an import path needs no built-in stage
     if type_name in known:
         return known[type_name]
     if ":" not in type_name and "." not in type_name:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib.util
 import logging
 import os
 import socket
@@ -11,7 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .._errors import SinkError
+from .._errors import SinkError, missing_extra
 from .._frame import Frame
 from ..sinks._base import Sink
 
@@ -92,6 +93,13 @@ class Web(Sink):
             raise ValueError(f"Web: fps must be > 0 or None, got {fps!r}")
         if token is not None and (not isinstance(token, str) or not token):
             raise ValueError("Web: token must be a non-empty string or None")
+        for module in ("starlette", "uvicorn", "h11"):  # the "web" extra; imported at open()
+            if importlib.util.find_spec(module) is None:
+                raise missing_extra(
+                    "fp.sinks.Web",
+                    "web",
+                    ModuleNotFoundError(f"No module named {module!r}", name=module),
+                )
         self.host, self.port, self.token = str(host), port, token
         self.fps, self.quality = fps, quality
         self._feeds: Feeds | None = None
