@@ -521,3 +521,30 @@ def test_real_time_runs_show_live_statistics() -> None:
         text = render(cli._display(pipe, run, RunOptions("realtime", duration=1), "hello")())
     assert "realtime · threads" in text and "of 1 s" in text and "hello" in text
     assert "index" in text and "running" in text
+
+
+@pytest.mark.parametrize("term", ["dumb", "xterm"])
+def test_the_final_table_is_printed_once(term: str, tmp_path: Path) -> None:
+    # FORCE_TERMINAL: rich believes it writes to a terminal; a dumb one cannot redraw.
+    env = {"FORCE_TERMINAL": "1", "TERM": term}
+    result = framepipe(
+        "run", "--source", "rtsp://127.0.0.1:9/x", "--duration", "2", cwd=tmp_path, **env
+    )
+    output = result.stdout + result.stderr
+    headers = [line for line in output.splitlines() if "node" in line and "processed" in line]
+    assert len(headers) == 1, output
+
+
+def test_no_overlay_and_classes_reach_the_stages(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    pipe = cli.one_liner(
+        str(clip),
+        detect=cli.Detection("motion"),
+        track=False,
+        web=None,
+        video=tmp_path / "out.mp4",
+        jsonl=None,
+        overlay=False,
+    )
+    assert pipe.nodes["annotate"].obj.overlay is False
