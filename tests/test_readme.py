@@ -26,14 +26,29 @@ def block(heading: str) -> str:
     return code.group(1)
 
 
+CLIP = SHARED_MEDIA / "videos" / "slow_traffic_small.mp4"
+MODELS = SHARED_MEDIA / "models"
+# The README's examples run offline, with the model the tests have.
+ENV = {**os.environ, "FRAMEPIPE_OFFLINE": "1", "FRAMEPIPE_MODELS": str(MODELS)}
+
+
+def beside_the_media(tmp_path: Path, *, model: bool = False) -> Path:
+    """A folder from which ``../shared/media/...`` (the README's paths) is the real media."""
+    if not CLIP.exists() or (model and not (MODELS / "yolox_nano.onnx").exists()):
+        pytest.skip(f"the README's clip or model is not in {SHARED_MEDIA}")
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED_MEDIA.parent)
+    return work
+
+
 def run_script(code: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     script = cwd / "example.py"
     script.write_text(code, encoding="utf-8")
-    env = {**os.environ, "FRAMEPIPE_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, str(script)],
         cwd=cwd,
-        env=env,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -63,17 +78,8 @@ def test_the_20_line_example(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_video_file_example_writes_each_frame_once(tmp_path: Path) -> None:
-    clip = SHARED_MEDIA / "videos" / "slow_traffic_small.mp4"
-    models = SHARED_MEDIA / "models"
-    if not clip.exists() or not (models / "yolox_nano.onnx").exists():
-        pytest.skip(f"the README's clip or model is not in {SHARED_MEDIA}")
-    # The example names ../shared/media/...: run it from a folder that has it there.
-    work = tmp_path / "work"
-    work.mkdir()
-    (tmp_path / "shared").symlink_to(SHARED_MEDIA.parent)
-    code = block("A video file")
-    os.environ.setdefault("FRAMEPIPE_MODELS", str(models))
-    done = run_script(code, work, timeout=600)
+    work = beside_the_media(tmp_path, model=True)
+    done = run_script(block("A video file"), work, timeout=600)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in (work / "out" / "results.jsonl").open()]
     assert len(lines) == 914  # the clip's frames, each once
@@ -138,12 +144,7 @@ def readme_commands() -> list[list[str]]:
 
 def test_the_readmes_info_command(tmp_path: Path) -> None:
     command = next(c for c in readme_commands() if c[1] == "info")
-    clip = SHARED_MEDIA / "videos" / "slow_traffic_small.mp4"
-    if not clip.exists():
-        pytest.skip(f"the README's clip is not in {SHARED_MEDIA}")
-    work = tmp_path / "work"
-    work.mkdir()
-    (tmp_path / "shared").symlink_to(SHARED_MEDIA.parent)
+    work = beside_the_media(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "framepipe.cli", *command[1:]],
         cwd=work,
@@ -158,18 +159,11 @@ def test_the_readmes_info_command(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_readmes_one_liner(tmp_path: Path) -> None:
     command = next(c for c in readme_commands() if c[1] == "run" and "--detect" in c)
-    clip = SHARED_MEDIA / "videos" / "slow_traffic_small.mp4"
-    models = SHARED_MEDIA / "models"
-    if not clip.exists() or not (models / "yolox_nano.onnx").exists():
-        pytest.skip(f"the README's clip or model is not in {SHARED_MEDIA}")
-    work = tmp_path / "work"
-    work.mkdir()
-    (tmp_path / "shared").symlink_to(SHARED_MEDIA.parent)
-    env = {**os.environ, "FRAMEPIPE_OFFLINE": "1", "FRAMEPIPE_MODELS": str(models)}
+    work = beside_the_media(tmp_path, model=True)
     done = subprocess.run(
         [sys.executable, "-m", "framepipe.cli", *command[1:], "--quiet"],
         cwd=work,
-        env=env,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=600,

@@ -319,20 +319,24 @@ class NodeRunner:
             self.failed = True
             self.recorder.set_state("failed")
             what = "could not open" if self.kind == "sink" else "setup() failed"
-            ours = isinstance(exc, FramepipeError)  # names the node and the cause: no traceback
-            self.logger.error(
-                "%s %r %s%s",
-                self.kind,
-                self.name,
-                what,
-                f": {exc}" if ours else "",
-                exc_info=not ours,
-            )
+            self._log_failure(what, exc)
             self.on_fatal(self.name, node_error(self.node, exc, what))
             return False
         self.started = True
         self.recorder.set_state("running")
         return True
+
+    def _log_failure(self, what: str, exc: BaseException) -> None:
+        # framepipe's own errors name the node and the cause: no traceback for them.
+        ours = isinstance(exc, FramepipeError)
+        self.logger.error(
+            "%s %r %s%s",
+            self.kind,
+            self.name,
+            what,
+            f": {exc}" if ours else "",
+            exc_info=None if ours else exc,
+        )
 
     def _setup_obj(self) -> None:
         if self.kind == "sink":
@@ -370,15 +374,7 @@ class NodeRunner:
                 self.obj.teardown()
         except BaseException as exc:
             what = "close() failed" if self.kind == "sink" else "teardown() failed"
-            ours = isinstance(exc, FramepipeError)  # names the node and the cause: no traceback
-            self.logger.error(
-                "%s %r %s%s",
-                self.kind,
-                self.name,
-                what,
-                f": {exc}" if ours else "",
-                exc_info=not ours,
-            )
+            self._log_failure(what, exc)
             if self.on_error == "stop":
                 self.on_fatal(self.name, node_error(self.node, exc, what))
 
@@ -508,13 +504,7 @@ class NodeRunner:
         if self.on_error == "stop":
             self.failed = True
             self.recorder.set_state("failed")
-            self.logger.error(
-                "%s %r failed; stopping the pipeline%s",
-                self.kind,
-                self.name,
-                f": {exc}" if isinstance(exc, FramepipeError) else "",
-                exc_info=None if isinstance(exc, FramepipeError) else exc,  # ours say it all
-            )
+            self._log_failure("failed; stopping the pipeline", exc)
             self.on_fatal(self.name, node_error(self.node, exc, "failed"))
             return
         if self.kind == "sink" and isinstance(exc, SinkError):
