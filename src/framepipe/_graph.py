@@ -130,8 +130,12 @@ class Pipeline:
       every second of media time), ending at the frame it is called on.
     - ``policy=``: ``"latest"``, ``"block"`` or ``fp.Queue(n, overflow)`` on each
       input edge (see ``framepipe._policy``); ``max_age=`` milliseconds.
-    - ``join=``: ``"each"`` (default), ``"merge"`` or ``"latest"`` for several inputs.
-    - ``on_error=``: ``"skip"`` (default), ``"stop"`` or ``"restart"``.
+    - ``join=``: ``"each"``, ``"merge"`` or ``"latest"`` for several inputs; stages
+      default to ``"each"``, sinks to ``"merge"`` (each frame written once, with the
+      results of all its inputs).
+    - ``on_error=``: ``"skip"``, ``"stop"`` or ``"restart"``; stages default to
+      ``"skip"``, sinks to ``"stop"`` (a sink that cannot write, e.g. on a full disk,
+      stops the run; with ``"skip"`` it counts the frames it lost and goes on).
     - ``executor=``: run this node under another executor than the pipeline's
       (``"threads"`` puts it in a thread of the caller's process,
       ``"processes"`` in its own process).
@@ -196,9 +200,13 @@ class Pipeline:
                 f"sink {name!r}: expected an fp.sinks.Sink "
                 f"(e.g. fp.sinks.Collect()), got {type(sink).__name__}"
             )
-        return self._add(
-            Node(self, name, "sink", sink, self._inputs(name, after), self._options(name, options))
-        )
+        inputs = self._inputs(name, after)
+        # A sink is where results leave: one that cannot write stops the run rather than
+        # losing them quietly, and a frame reaching it through several inputs is written once.
+        options.setdefault("on_error", "stop")
+        if len(inputs) > 1:
+            options.setdefault("join", "merge")
+        return self._add(Node(self, name, "sink", sink, inputs, self._options(name, options)))
 
     @property
     def nodes(self) -> dict[str, Node]:

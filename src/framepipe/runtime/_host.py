@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -133,6 +134,8 @@ class Host:
         self.remote_outlets: list[RemoteOutlet] = []
         self.threads: list[threading.Thread] = []
         self.listener: Listener | None = None
+        self._accepting: threading.Thread | None = None
+        self._closing = False
         self._receivers: list[threading.Thread] = []
         self._connections: list[Connection] = []
         self.go_event = threading.Event()  # set once the sources have been started
@@ -258,6 +261,7 @@ class Host:
         self.listener = Listener(address, family="AF_UNIX", backlog=64)
         thread = threading.Thread(target=self._accept, daemon=True, name="framepipe-accept")
         thread.start()
+        self._accepting = thread
         return address
 
     def _accept(self) -> None:
@@ -267,6 +271,9 @@ class Host:
                 conn = self.listener.accept()
             except OSError:
                 return  # listener closed
+            if self._closing:  # close()'s own connection, made to wake this accept()
+                conn.close()
+                return
             self._connections.append(conn)
             thread = threading.Thread(
                 target=receive,
@@ -444,6 +451,14 @@ class Host:
         for outlet in self.remote_outlets:
             outlet.close()
         if self.listener is not None:
+            # Closing a listening socket does not wake a thread blocked in accept() on it
+            # (the thread and its socket would outlive the run): connect to wake it first.
+            self._closing = True
+            if self._accepting is not None and self._accepting.is_alive():
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+                    wake.settimeout(1.0)
+                    wake.connect(self.listener.address)
+                self._accepting.join(1.0)
             with contextlib.suppress(OSError):
                 self.listener.close()
         for conn in self._connections:

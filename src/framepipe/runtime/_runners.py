@@ -380,6 +380,7 @@ class NodeRunner:
         self.started = False
         self.ended = False
         self.failed = False
+        self._sink_error = ""  # the last SinkError logged, so repeats are not
         self._call: Callable[[Any], Any] = (
             self.obj.process if node.kind != "sink" else self.obj.write
         )
@@ -398,12 +399,24 @@ class NodeRunner:
             self.failed = True
             self.recorder.set_state("failed")
             what = "could not open" if self.kind == "sink" else "setup() failed"
-            self.logger.error("%s %r %s", self.kind, self.name, what, exc_info=True)
+            self._log_failure(what, exc)
             self.on_fatal(self.name, node_error(self.node, exc, what))
             return False
         self.started = True
         self.recorder.set_state("running")
         return True
+
+    def _log_failure(self, what: str, exc: BaseException) -> None:
+        # framepipe's own errors name the node and the cause: no traceback for them.
+        ours = isinstance(exc, FramepipeError)
+        self.logger.error(
+            "%s %r %s%s",
+            self.kind,
+            self.name,
+            what,
+            f": {exc}" if ours else "",
+            exc_info=None if ours else exc,
+        )
 
     def _setup_obj(self) -> None:
         if self.kind == "sink":
@@ -445,7 +458,7 @@ class NodeRunner:
             # Whatever on_error says: a sink that could not finalize its output
             # (or a stage that could not let go of a resource) fails the run.
             what = "close() failed" if self.kind == "sink" else "teardown() failed"
-            self.logger.error("%s %r %s", self.kind, self.name, what, exc_info=True)
+            self._log_failure(what, exc)
             self.on_failure(self.name, node_error(self.node, exc, what))
 
     def finish(self) -> None:
@@ -599,10 +612,15 @@ class NodeRunner:
         if self.on_error == "stop":
             self.failed = True
             self.recorder.set_state("failed")
-            self.logger.error(
-                "%s %r failed; stopping the pipeline", self.kind, self.name, exc_info=exc
-            )
+            self._log_failure("failed; stopping the pipeline", exc)
             self.on_fatal(self.name, node_error(self.node, exc, "failed"))
+            return
+        if self.kind == "sink" and isinstance(exc, SinkError):
+            # A sink's own error (a full disk) repeats for every later frame: log it once;
+            # the frames it costs are counted as errors.
+            if str(exc) != self._sink_error:
+                self._sink_error = str(exc)
+                self.logger.error("%s (on_error=%r; later frames counted)", exc, self.on_error)
             return
         self.logger.error(
             "%s %r failed on a frame (on_error=%r):\n%s",
