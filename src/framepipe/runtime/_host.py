@@ -62,7 +62,7 @@ from ._messages import (
     sendable,
 )
 from ._outlets import DirectOutlet, LocalOutlet, direct
-from ._remote import RemoteOutlet, receive
+from ._remote import RemoteOutlet, Waker, receive
 from ._runners import NodeRunner, SourceRunner, node_error
 
 log = logging.getLogger("framepipe")
@@ -144,6 +144,10 @@ class Host:
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)  # notified as each thread ends
         self._alive = 0
+        # Readable once the host stops / once its threads have all ended: for waits
+        # on sockets (a producer waiting for credit, the run's supervisor).
+        self.stopped = Waker()
+        self.ended = Waker()
         self._pending_sources: list[SourceRunner] = []  # inline: added while running
         # inline: nodes fed through their inbox, drained after every source frame
         # (the others are called directly by their producer).
@@ -203,6 +207,7 @@ class Host:
             edge.policy,
             self.shared,
             self.stop_event,
+            self.stopped,
         )
         self.remote_outlets.append(outlet)
         return outlet
@@ -324,6 +329,8 @@ class Host:
                 with self._ended:
                     self._alive -= 1
                     self._ended.notify_all()
+                    if self._alive == 0:
+                        self.ended.set()
 
         thread = threading.Thread(target=body, daemon=True, name="framepipe-node")
         with self._lock:
@@ -391,6 +398,7 @@ class Host:
         """Stop: wakes everything that waits (inboxes close, producers and workers wake)."""
         self.stop_event.set()
         self._go_or_stop.set()
+        self.stopped.set()
         for source in list(self.sources.values()):
             source.removed.set()
         for inbox in self.inboxes.values():
@@ -465,6 +473,8 @@ class Host:
             with contextlib.suppress(OSError):
                 conn.close()
         self.shared.close()
+        self.stopped.close()
+        self.ended.close()
 
     # -- hot add ----------------------------------------------------------------------
 
