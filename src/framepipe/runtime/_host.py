@@ -262,7 +262,9 @@ class Host:
         )
         if not remote_inputs:
             return None
-        address = os.path.join(self.spec.socket_dir, f"{self.spec.host_id}.sock")
+        # Named after the segment prefix, not the node: a node's name may hold "/" or be
+        # longer than a socket path allows.
+        address = os.path.join(self.spec.socket_dir, f"{self.spec.segment_prefix}.sock")
         self.listener = Listener(address, family="AF_UNIX", backlog=64)
         thread = threading.Thread(target=self._accept, daemon=True, name="framepipe-accept")
         thread.start()
