@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .stats import RunStats
 
 MODES = ("offline", "realtime")
-EXECUTORS = ("inline", "threads", "processes")
+EXECUTORS = ("inline", "threads", "processes", "ray")
 #: Default policy of a sink's inputs in real-time mode: absorb jitter, stay bounded.
 SINK_DEFAULT = Queue(16, "drop_oldest")
 
@@ -129,6 +129,8 @@ class Pipeline:
     - ``executor=``: run this node under another executor than the pipeline's
       (``"threads"`` puts it in a thread of the caller's process,
       ``"processes"`` in its own process).
+    - ``resources=``, ``transfer=``, ``jpeg_quality=``: placement on a Ray cluster
+      and what crosses machines (``executor="ray"``, see docs/ray.md).
     """
 
     def __init__(self, name: str = "pipeline") -> None:
@@ -139,15 +141,24 @@ class Pipeline:
 
     # -- building ---------------------------------------------------------------
 
-    def source(self, name: str, source: Source) -> Node:
-        """Add a source node: where frames enter the pipeline."""
+    def source(
+        self, name: str, source: Source, *, resources: dict[str, float] | None = None
+    ) -> Node:
+        """Add a source node: where frames enter the pipeline.
+
+        ``resources=`` is a Ray resource request (``executor="ray"``): the source
+        runs on a machine that has them, e.g. ``{"camera_7": 1}``.
+        """
         self._check_name(name)
         if not isinstance(source, Source):
             raise GraphError(
                 f"source {name!r}: expected an fp.sources.Source "
                 f"(e.g. fp.sources.VideoFile(path)), got {type(source).__name__}"
             )
-        return self._add(Node(self, name, "source", source))
+        options = (
+            NodeOptions() if resources is None else NodeOptions.build(name, resources=resources)
+        )
+        return self._add(Node(self, name, "source", source, options=options))
 
     def input(self, name: str = "input") -> Node:
         """Where frames enter a pipeline that is nested as a stage of another."""
@@ -235,6 +246,7 @@ class Pipeline:
 
     def _options(self, name: str, options: dict[str, Any]) -> NodeOptions:
         known = {"fps", "interval", "window", "policy", "max_age", "on_error", "join", "executor"}
+        known |= {"resources", "transfer", "jpeg_quality"}  # executor="ray"
         unknown = set(options) - known
         if unknown:
             raise GraphError(
@@ -340,12 +352,18 @@ class Pipeline:
         return self._run.stats if self._run is not None else RunStats()
 
     def add_source(
-        self, name: str, source: Source, to: Node | str | Sequence[Node | str] | None = None
+        self,
+        name: str,
+        source: Source,
+        to: Node | str | Sequence[Node | str] | None = None,
+        *,
+        resources: dict[str, float] | None = None,
     ) -> Node:
         """Add a source to the running pipeline (or to the graph when not running).
 
         ``to`` names the nodes it feeds; by default the nodes fed by the
         pipeline's first source. The new edges take those nodes' policies.
+        ``resources=`` places it on a Ray cluster (see ``source``).
         """
         first = next((n for n in self._nodes.values() if n.kind == "source"), None)
         if to is None:
@@ -354,7 +372,7 @@ class Pipeline:
             targets = [n.name for n in self._nodes.values() if first.name in n.inputs]
         else:
             targets = self._inputs(name, to)
-        node = self.source(name, source)
+        node = self.source(name, source, resources=resources)
         for target in targets:
             if target not in self._nodes or self._nodes[target].kind not in ("stage", "sink"):
                 del self._nodes[name]

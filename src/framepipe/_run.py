@@ -112,7 +112,11 @@ class Run:
         from .runtime._executor import LocalExecutor
 
         wants_processes = any(n.options.executor == "processes" for n in self.plan.nodes.values())
-        if self.executor_name == "processes" or wants_processes:
+        if self.executor_name == "ray":
+            from .runtime._ray import RayExecutor
+
+            self._executor = RayExecutor(self.plan)
+        elif self.executor_name == "processes" or wants_processes:
             from .runtime._processes import ProcessExecutor
 
             self._executor = ProcessExecutor(self.plan)

@@ -53,6 +53,8 @@ class NodeStats:
     state: str = "idle"
     reconnects: int = 0
     elapsed_s: float = 0.0
+    #: Where the node ran: ``"host/ray-node-id"`` under ``executor="ray"``, else ``""``.
+    machine: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -130,17 +130,10 @@ class Host:
                     )
                 )
             else:
-                outlet = RemoteOutlet(
-                    edge.id,
-                    edge.upstream,
-                    edge.downstream,
-                    edge.policy,
-                    self.shared,
-                    self.stop_event,
-                )
+                outlet = self.outlet_to_host(edge)
                 self.remote_outlets.append(outlet)
                 outlets.append(outlet)
-                remote = True
+                remote = self.exports_to_shared_memory
         recorder = self.recorders[node.name]
         if node.kind == "source":
             self.sources[node.name] = SourceRunner(
@@ -167,6 +160,15 @@ class Host:
                 sink_context=self.sink_context,
                 shared=self.shared if remote else None,
             )
+
+    #: Frames for other hosts go to shared memory first (a Ray host sends them itself).
+    exports_to_shared_memory = True
+
+    def outlet_to_host(self, edge: Edge) -> Any:
+        """The producer's end of ``edge``, whose consumer runs in another host."""
+        return RemoteOutlet(
+            edge.id, edge.upstream, edge.downstream, edge.policy, self.shared, self.stop_event
+        )
 
     def _lease(self, frame: Any, edge_id: int) -> Callable[[], None]:
         return self.shared.lease_frame(frame._handles, edge_id)

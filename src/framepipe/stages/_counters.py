@@ -87,6 +87,8 @@ def _point(value: Sequence[float], what: str) -> Point:
 class _Counter(Stage):
     """What both counters share: finding tracked detections and skipping repeats."""
 
+    reads_pixels = False  # results only
+
     detections: str | None
     classes: frozenset[str] | None
     _last: Any = None
