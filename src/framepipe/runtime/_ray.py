@@ -109,10 +109,10 @@ def machines() -> list[Machine]:
 def place(plan: Plan, cluster: list[Machine]) -> dict[str, str]:
     """Node name -> Ray node id (or ``CALLER``). See the module docstring.
 
-    Requests are counted against each machine's total, so two nodes asking
-    for the only GPU of a machine cannot both land there.
+    A request must fit a machine's total resources. Nodes on one machine share
+    one host process, so their requests are not added up: the host reserves
+    the largest request of each resource (see ``host_request``).
     """
-    left = {m.node_id: dict(m.resources) for m in cluster}
     placement: dict[str, str] = {}
     for name in plan.order:
         node = plan.nodes[name]
@@ -127,18 +127,24 @@ def place(plan: Plan, cluster: list[Machine]) -> dict[str, str]:
         if not request:
             placement[name] = near
             continue
-        fits = [m.node_id for m in cluster if _covers(left[m.node_id], request)]
+        fits = [m.node_id for m in cluster if _covers(m.resources, request)]
         if not fits:
             offered = {m.label: _custom(m.resources) for m in cluster}
             raise GraphError(
-                f"node {name!r}: no machine of the Ray cluster has resources {dict(request)} "
-                f"free; machines offer {offered}"
+                f"node {name!r}: no machine of the Ray cluster has resources {dict(request)}; "
+                f"machines offer {offered}"
             )
-        chosen = near if near in fits else fits[0]
-        for key, amount in request.items():
-            left[chosen][key] -= amount
-        placement[name] = chosen
+        placement[name] = near if near in fits else fits[0]
     return placement
+
+
+def host_request(nodes: list[Node]) -> dict[str, float]:
+    """What the host actor of ``nodes`` reserves: the largest request of each resource."""
+    request: dict[str, float] = {}
+    for node in nodes:
+        for key, amount in (node.options.resources or {}).items():
+            request[key] = max(request.get(key, 0.0), amount)
+    return request
 
 
 def _covers(available: Mapping[str, float], request: Mapping[str, float]) -> bool:
@@ -632,10 +638,7 @@ class RayExecutor(Executor):
                 f"cannot be sent to a Ray worker: {exc}. Everything a node holds must "
                 f"pickle under executor='ray' (load models in setup())",
             ) from exc
-        request: dict[str, float] = {}
-        for name in names:
-            for key, amount in (self.plan.nodes[name].options.resources or {}).items():
-                request[key] = request.get(key, 0.0) + amount
+        request = host_request([self.plan.nodes[n] for n in names])
         edges = sum(1 for e in self.plan.edges if self.placement[e.upstream] == host_id)
         actor = (
             _actor_class()
@@ -719,7 +722,14 @@ class RayExecutor(Executor):
         if remote.dead:
             return
         remote.dead = True
-        remote.stats = {n: replace(s, state="died") for n, s in remote.stats.items()}
+        remote.stats = {
+            name: replace(
+                remote.stats.get(name) or NodeStats(name, self.plan.nodes[name].kind),
+                state="died",
+                machine=remote.machine.label,
+            )
+            for name in remote.nodes
+        }
         names = ", ".join(repr(n) for n in remote.nodes)
         error = WorkerError(
             remote.nodes[0],
