@@ -29,6 +29,7 @@ import framepipe as fp
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'framepipe[ray]')")
 
+from framepipe.config import load_pipeline, parse_pipeline  # noqa: E402
 from framepipe.runtime._ray import actor_pids  # noqa: E402
 
 HEAD, EDGE = "head_box", "edge_box"
@@ -430,4 +431,66 @@ def test_sources_added_while_running_are_placed_by_resources(cluster: Cluster) -
         assert pipe.stats()["cam2"].state == "ended"
     assert run.stats["where"].processed > 20
     assert {key[0] for key in collect.results["where"]} == {"cam", "cam2"}
+    assert _no_actors_left()
+
+
+# -- pipeline files and the command line ---------------------------------------------------------
+
+PIPELINE_FILE = """
+name: across
+mode: offline
+executor: ray
+sources:
+  - name: cam
+    type: Synthetic
+    width: 160
+    height: 120
+    frames: 12
+    resources: {head_box: 1}
+stages:
+  - name: motion
+    type: Motion
+    resources: {edge_box: 1}
+    transfer: raw
+sinks:
+  - name: log
+    type: JsonLines
+    path: OUT
+"""
+
+
+def test_pipeline_files_take_ray_options(tmp_path: Path) -> None:
+    path = tmp_path / "across.yaml"
+    path.write_text(PIPELINE_FILE.replace("OUT", str(tmp_path / "out.jsonl")))
+    pipe, options = load_pipeline(path)
+    assert options.executor == "ray"
+    assert pipe.nodes["cam"].options.resources == {HEAD: 1.0}
+    assert pipe.nodes["motion"].options.resources == {EDGE: 1.0}
+    assert pipe.nodes["motion"].options.transfer == "raw"
+    bad = PIPELINE_FILE.replace("transfer: raw", "transfer: png")
+    with pytest.raises(fp.ConfigError, match=r"stages\[0\]\.transfer"):
+        parse_pipeline(bad)
+
+
+@in_namespace
+def test_framepipe_run_executor_ray(cluster: Cluster, tmp_path: Path) -> None:
+    path = tmp_path / "across.yaml"
+    out = tmp_path / "out.jsonl"
+    path.write_text(PIPELINE_FILE.replace("OUT", str(out)).replace("executor: ray", ""))
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("framepipe")),
+            "run",
+            str(path),
+            "--executor",
+            "ray",
+            "--quiet",
+        ],
+        env={**os.environ, "RAY_ADDRESS": cluster.address},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(out.read_text().splitlines()) == 12
     assert _no_actors_left()

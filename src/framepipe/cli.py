@@ -116,9 +116,9 @@ def _check_run_options(mode: str | None, executor: str | None, duration: float |
     """Usage errors (exit 2) for --mode, --executor and --duration."""
     if mode is not None and mode not in ("auto", "offline", "realtime"):
         raise _fail(f"--mode must be auto, offline or realtime, got {mode!r}", EXIT_USAGE)
-    if executor is not None and executor not in ("inline", "threads", "processes"):
+    if executor is not None and executor not in ("inline", "threads", "processes", "ray"):
         raise _fail(
-            f"--executor must be inline, threads or processes, got {executor!r}", EXIT_USAGE
+            f"--executor must be inline, threads, processes or ray, got {executor!r}", EXIT_USAGE
         )
     if duration is not None and not duration > 0:
         raise _fail(f"--duration must be > 0 seconds, got {duration}", EXIT_USAGE)
@@ -418,7 +418,9 @@ def run(
     ] = None,
     executor: Annotated[
         str | None,
-        typer.Option(help="inline, threads or processes (overrides the file).", show_default=False),
+        typer.Option(
+            help="inline, threads, processes or ray (overrides the file).", show_default=False
+        ),
     ] = None,
     duration: DurationOption = None,
     set_: Annotated[

@@ -4,7 +4,7 @@ A pipeline file names its sources, stages and sinks, with their options::
 
     name: traffic
     mode: realtime            # auto (default) | offline | realtime
-    executor: processes       # threads (default) | inline | processes
+    executor: processes       # threads (default) | inline | processes | ray
     duration: 60              # seconds; omit to run until the sources end or Ctrl-C
     sources:
       - name: cam
@@ -90,6 +90,9 @@ __all__ = ["NODE_OPTIONS", "PipelineSpec", "RunOptions", "load_pipeline", "parse
 
 #: Keys of a stage or sink that are node options, not constructor arguments.
 NODE_OPTIONS = ("fps", "interval", "window", "policy", "max_age", "join", "on_error", "executor")
+#: Node options of ``executor: ray`` (see docs/ray.md).
+RAY_OPTIONS = ("resources", "transfer", "jpeg_quality")
+Transfer = Literal["raw", "jpeg", "results"]
 _SECTIONS = {"sources": "source", "stages": "stage", "sinks": "sink"}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -130,6 +133,8 @@ class _NodeSpec(BaseModel):
 class SourceSpec(_NodeSpec):
     """One entry of ``sources:``."""
 
+    resources: dict[str, PositiveFloat] | None = None  # executor: ray
+
 
 class StageSpec(_NodeSpec):
     """One entry of ``stages:``: the node, its inputs and its scheduling options."""
@@ -143,6 +148,9 @@ class StageSpec(_NodeSpec):
     join: Literal["each", "merge", "latest"] = "each"
     on_error: Literal["skip", "stop", "restart"] = "skip"
     executor: Literal["inline", "threads", "processes"] | None = None
+    resources: dict[str, PositiveFloat] | None = None  # executor: ray
+    transfer: Transfer | dict[str, Transfer] | None = None
+    jpeg_quality: int | None = Field(default=None, ge=1, le=100)
 
     @field_validator("after", mode="before")
     @classmethod
@@ -173,7 +181,7 @@ class StageSpec(_NodeSpec):
 
     def options(self) -> dict[str, Any]:
         """The node options that were given."""
-        chosen = {key: getattr(self, key) for key in NODE_OPTIONS}
+        chosen = {key: getattr(self, key) for key in (*NODE_OPTIONS, *RAY_OPTIONS)}
         if chosen["join"] == "each":
             del chosen["join"]
         if chosen["on_error"] == "skip":
@@ -192,7 +200,7 @@ class PipelineSpec(BaseModel):
 
     name: str = Field(default="pipeline", min_length=1)
     mode: Literal["auto", "offline", "realtime"] = "auto"
-    executor: Literal["inline", "threads", "processes"] = "threads"
+    executor: Literal["inline", "threads", "processes", "ray"] = "threads"
     duration: PositiveFloat | None = None
     sources: list[SourceSpec] = Field(min_length=1)
     stages: list[StageSpec] = Field(default_factory=list)
@@ -292,7 +300,9 @@ def _build(spec: PipelineSpec, where: str) -> Pipeline:
     for i, source in enumerate(spec.sources):
         loc = f"sources[{i}]"
         declare(loc, source.name)
-        pipe.source(source.name, _construct(source, "source", loc, where))
+        pipe.source(
+            source.name, _construct(source, "source", loc, where), resources=source.resources
+        )
     first_source = spec.sources[0].name
     feeders = [s.name for s in spec.sources]  # what a stage may name in after:
     for section, specs in (("stages", spec.stages), ("sinks", spec.sinks)):
@@ -434,7 +444,7 @@ def _check_arguments(
     for key in keywords:
         if key not in params and not takes_any:
             prefix = "" if key in inline else "args."
-            hint = _did_you_mean(key, [*named, *NODE_OPTIONS])
+            hint = _did_you_mean(key, [*named, *NODE_OPTIONS, *RAY_OPTIONS])
             raise ConfigError(
                 f"{where}: {loc}.{prefix}{key}: {node.type} has no argument "
                 f"{key!r}{hint}; it takes: {', '.join(named) or 'no arguments'} "
