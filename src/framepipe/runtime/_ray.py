@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import secrets
@@ -271,6 +272,7 @@ class Outbox:
         self.ended = False
         self.dropped = 0
         self.skipped = 0
+        self.turn = 0  # the sequence number of the take that may go next
 
     def deliver(self, frame: Frame) -> None:
         with self.cond:
@@ -308,10 +310,18 @@ class Outbox:
             self.frames.clear()
             self.cond.notify_all()
 
-    def take(self, timeout: float) -> Batch:
+    def take(self, seq: int, timeout: float) -> Batch:
+        """Everything waiting (after up to ``timeout`` s for something to arrive).
+
+        Calls of one edge may overlap (a lossless consumer asks ahead); ``seq``
+        makes them take their frames in the order they were asked for.
+        """
         with self.cond:
+            while self.turn != seq:
+                self.cond.wait()
             if not self.frames and not self.ended:
                 self.cond.wait(timeout)
+            self.turn += 1
             frames = list(self.frames)
             self.frames.clear()
             dropped, skipped = self.dropped, self.skipped
@@ -366,9 +376,17 @@ class RayHost(Host):
 
     def _pull(self, edge: Edge, producer: Any) -> None:
         inbox = self.inboxes[edge.downstream]
+        # A lossless edge asks for the next batch before it decodes this one, so
+        # the producer encodes while the consumer decodes; a dropping edge keeps
+        # one call in flight, so what crosses is the newest frame.
+        ahead = edge.policy.lossless
+        seq = itertools.count()
+        pending = producer.take.remote(edge.id, next(seq))
         try:
             while not self.stop_event.is_set():
-                batch: Batch = ray.get(producer.take.remote(edge.id))
+                batch: Batch = ray.get(pending)
+                if not batch.ended:
+                    pending = producer.take.remote(edge.id, next(seq)) if ahead else None
                 if batch.dropped:
                     inbox.recorder.drop("policy", batch.dropped)
                 if batch.skipped:
@@ -378,6 +396,8 @@ class RayHost(Host):
                         return
                 if batch.ended:
                     return
+                if pending is None:
+                    pending = producer.take.remote(edge.id, next(seq))
         except RayError as exc:
             # The producer's machine is gone; the run's supervisor reports it.
             log.debug(
@@ -388,8 +408,8 @@ class RayHost(Host):
         finally:
             inbox.end(edge.id)
 
-    def take(self, edge_id: int) -> Batch:
-        return self.outboxes[edge_id].take(TAKE_WAIT)
+    def take(self, edge_id: int, seq: int) -> Batch:
+        return self.outboxes[edge_id].take(seq, TAKE_WAIT)
 
     def stop(self) -> None:
         super().stop()
@@ -466,8 +486,8 @@ class HostActor:
     def go(self) -> None:
         self.host.go()
 
-    def take(self, edge_id: int) -> Batch:
-        return self.host.take(edge_id)
+    def take(self, edge_id: int, seq: int) -> Batch:
+        return self.host.take(edge_id, seq)
 
     def poll(self) -> tuple[dict[str, NodeStats], list[tuple[Any, ...]], bool]:
         """Statistics, errors since the last poll, and whether every node has ended."""
