@@ -193,6 +193,23 @@ def test_nodes_run_on_the_machine_their_resources_name(cluster: Cluster) -> None
 
 
 @in_namespace
+def test_callback_sinks_run_in_the_callers_process(cluster: Cluster) -> None:
+    seen: list[tuple[int, str]] = []
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", _source(frames=10), resources={HEAD: 1})
+    where = pipe.stage("where", Where(), after=cam, resources={EDGE: 1})
+    pipe.sink(
+        "call",
+        fp.sinks.Callback(lambda f: seen.append((f.index, f.results["where"][0]))),
+        after=where,
+    )
+    run = pipe.run(mode="offline", executor="ray")
+    assert seen == [(i, cluster.edge) for i in range(10)]
+    assert run.stats["call"].machine.endswith("(caller)")
+    assert run.stats["call"].processed == 10
+
+
+@in_namespace
 def test_nodes_on_one_machine_share_one_host(cluster: Cluster) -> None:
     pipe = fp.Pipeline()
     cam = pipe.source("cam", _source(frames=None), resources={HEAD: 1})
