@@ -29,8 +29,10 @@ import framepipe as fp
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'framepipe[ray]')")
 
+import stages_for_tests  # noqa: E402
 from framepipe.config import load_pipeline, parse_pipeline  # noqa: E402
 from framepipe.runtime._ray import actor_pids  # noqa: E402
+from stages_for_tests import Sleepy  # noqa: E402
 
 HEAD, EDGE = "head_box", "edge_box"
 
@@ -45,8 +47,9 @@ in_namespace = pytest.mark.skipif(
     "(test_ray_tests_in_a_loopback_namespace runs them there)",
 )
 
-# Stages defined here travel to Ray's workers by value (workers cannot import tests/).
+# Stages defined in tests/ travel to Ray's workers by value (workers cannot import tests/).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(stages_for_tests)
 
 
 @pytest.mark.timeout(900)
@@ -153,15 +156,6 @@ class Fails(fp.Stage):
     def process(self, frame: fp.Frame) -> int:
         if frame.index == 3:
             raise ValueError(f"bad frame {frame.index}")
-        return frame.index
-
-
-class Sleeps(fp.Stage):
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def process(self, frame: fp.Frame) -> int:
-        time.sleep(self.seconds)
         return frame.index
 
 
@@ -411,7 +405,7 @@ def test_a_slow_consumer_on_another_machine_sees_fresh_frames(cluster: Cluster) 
     pipe = fp.Pipeline()
     cam = pipe.source("cam", _source(frames=None), resources={HEAD: 1})
     fast = pipe.stage("fast", Checksum(), after=cam, resources={EDGE: 1})
-    slow = pipe.stage("slow", Sleeps(1.0), after=cam, resources={EDGE: 1})
+    slow = pipe.stage("slow", Sleepy(1.0), after=cam, resources={EDGE: 1})
     pipe.sink("out", fp.sinks.Collect(), after=[fast, slow], resources={EDGE: 1})
     run = pipe.run(mode="realtime", executor="ray", duration=8)
     stats = run.stats
