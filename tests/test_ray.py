@@ -357,7 +357,7 @@ if __name__ == "__main__":
     cam = pipe.source("cam", fp.sources.Synthetic(160, 120, fps=30), resources={"head_box": 1})
     slow = pipe.stage("slow", Slow(), after=cam, resources={"edge_box": 1})
     pipe.sink("out", fp.sinks.JsonLines(sys.argv[1]), after=slow)
-    with pipe.start(mode="realtime", executor="ray") as run:
+    with pipe.start(mode="realtime", executor="ray", ray_address=sys.argv[2]) as run:
         while run.stats.get("out") is None or run.stats["out"].processed == 0:
             time.sleep(0.05)
         print("running", flush=True)
@@ -374,8 +374,8 @@ def test_ctrl_c_and_sigterm_leave_nothing_on_the_cluster(
     script.write_text(textwrap.dedent(SCRIPT))
     out = tmp_path / "out.jsonl"
     child = subprocess.Popen(
-        [sys.executable, str(script), str(out)],
-        env={**os.environ, "RAY_ADDRESS": cluster.address},
+        [sys.executable, str(script), str(out), cluster.address],
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -505,3 +505,10 @@ def test_framepipe_run_executor_ray(cluster: Cluster, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(out.read_text().splitlines()) == 12
     assert _no_actors_left()
+
+
+def test_ray_address_is_only_for_the_ray_executor() -> None:
+    pipe = fp.Pipeline()
+    pipe.sink("out", fp.sinks.Collect(), after=pipe.source("cam", _source()))
+    with pytest.raises(fp.GraphError, match="ray_address= is for executor='ray', not 'threads'"):
+        pipe.run(executor="threads", ray_address="127.0.0.1:6379")

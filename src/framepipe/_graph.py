@@ -294,12 +294,14 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        ray_address: str | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
         ``mode="auto"`` picks ``"realtime"`` when any source is live (camera,
         stream) and ``"offline"`` otherwise. Use the returned run as a context
-        manager, or call ``run.stop()``.
+        manager, or call ``run.stop()``. ``ray_address=`` names the Ray cluster
+        ``executor="ray"`` joins (else ``RAY_ADDRESS``, else a local one).
         """
         from ._run import Run
 
@@ -312,11 +314,14 @@ class Pipeline:
             raise GraphError(f"executor must be one of {EXECUTORS}, got {executor!r}")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
+        if ray_address is not None and executor != "ray":
+            raise GraphError(f"ray_address= is for executor='ray', not {executor!r}")
         with self._lock:
             if self._run is not None and self._run.running:
                 raise GraphError(f"pipeline {self.name!r} is already running")
             plan = self.plan(mode, start)
             self._run = Run(plan, executor, duration=duration, stop_timeout=stop_timeout)
+            self._run.ray_address = ray_address
         self._run.start()
         return self._run
 
@@ -328,6 +333,7 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        ray_address: str | None = None,
     ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
 
@@ -336,7 +342,14 @@ class Pipeline:
         dies. On Ctrl-C or SIGTERM the run stops cleanly (outputs flushed, no
         shared memory or processes left) and the interruption is re-raised.
         """
-        run = self.start(mode, executor, duration=duration, start=start, stop_timeout=stop_timeout)
+        run = self.start(
+            mode,
+            executor,
+            duration=duration,
+            start=start,
+            stop_timeout=stop_timeout,
+            ray_address=ray_address,
+        )
         run.join()
         return run
 

@@ -97,6 +97,7 @@ class Run:
         self.executor_name = executor
         self.duration = duration
         self.stop_timeout = stop_timeout
+        self.ray_address: str | None = None  # executor="ray": the cluster to join
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.interrupted = False
@@ -115,7 +116,7 @@ class Run:
         if self.executor_name == "ray":
             from .runtime._ray import RayExecutor
 
-            self._executor = RayExecutor(self.plan)
+            self._executor = RayExecutor(self.plan, address=self.ray_address)
         elif self.executor_name == "processes" or wants_processes:
             from .runtime._processes import ProcessExecutor
 

@@ -549,12 +549,12 @@ class _Remote:
 class RayExecutor(Executor):
     """Runs a plan on the connected Ray cluster (or a local one). See the module docstring."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, *, address: str | None = None) -> None:
         super().__init__(plan)
         require_ray()
         if not ray.is_initialized():
-            # RAY_ADDRESS joins a cluster; without it Ray starts a local one.
-            ray.init()
+            # Without an address, RAY_ADDRESS joins a cluster, else Ray starts a local one.
+            ray.init(address=address)
         self.run_id = secrets.token_hex(4)
         self.cluster = machines()
         self.by_id = {m.node_id: m for m in self.cluster}
