@@ -9,14 +9,17 @@ into the caller (``in_caller_process``) stay in the caller's process.
 Each machine runs one framepipe ``Host`` inside one Ray actor: nodes on the
 same machine exchange frames in memory, exactly as they do in a host under
 ``processes``. Only edges between machines go through Ray, and they *pull*:
-the consumer's host keeps one ``take`` call in flight per edge, and the
-producer's host answers it from a bounded outbox with every frame waiting
-there (a one-frame outbox for ``latest`` edges, so the newest frame is what
-crosses; the edge's queue for the others, and a producer blocks on a full
-lossless outbox). That is a credit window of one call per edge, never Ray's
-unbounded actor mailboxes, and frames that are dropped are never encoded or
-sent. What crosses is chosen per edge (``transfer=``): the raw pixels, a JPEG
-of them, or only the results (see ``transfers``).
+the consumer's host keeps one ``take`` call in flight per edge (asked for as
+soon as the previous answer arrives), and the producer's host answers it from
+a bounded outbox with every frame waiting there (a one-frame outbox for
+``latest`` edges, so the newest frame is what crosses; the edge's queue for
+the others, and a producer blocks on a full lossless outbox). That is a credit
+window of one call per edge, never Ray's unbounded actor mailboxes; frames the
+outbox drops, or that the consumer's ``fps=`` would not select, are never
+encoded or sent. As on a local ``latest`` edge, a slow consumer's input still
+receives every frame it can and keeps the newest, so the consumer starts on a
+fresh one. What crosses is chosen per edge (``transfer=``): the raw pixels, a
+JPEG of them, or only the results (see ``transfers``).
 
 The caller's process supervises: it polls every host for statistics and
 errors, turns a dead actor into a ``WorkerError`` naming its nodes, and at the
@@ -313,8 +316,8 @@ class Outbox:
     def take(self, seq: int, timeout: float) -> Batch:
         """Everything waiting (after up to ``timeout`` s for something to arrive).
 
-        Calls of one edge may overlap (a lossless consumer asks ahead); ``seq``
-        makes them take their frames in the order they were asked for.
+        Calls of one edge may overlap (the consumer asks for the next batch while
+        it decodes this one); ``seq`` makes them take frames in the order asked.
         """
         with self.cond:
             while self.turn != seq:
@@ -376,17 +379,15 @@ class RayHost(Host):
 
     def _pull(self, edge: Edge, producer: Any) -> None:
         inbox = self.inboxes[edge.downstream]
-        # A lossless edge asks for the next batch before it decodes this one, so
-        # the producer encodes while the consumer decodes; a dropping edge keeps
-        # one call in flight, so what crosses is the newest frame.
-        ahead = edge.policy.lossless
+        # One call in flight: the next is asked for as soon as a batch arrives,
+        # before it is decoded, so the producer encodes while the consumer decodes.
         seq = itertools.count()
         pending = producer.take.remote(edge.id, next(seq))
         try:
             while not self.stop_event.is_set():
                 batch: Batch = ray.get(pending)
                 if not batch.ended:
-                    pending = producer.take.remote(edge.id, next(seq)) if ahead else None
+                    pending = producer.take.remote(edge.id, next(seq))
                 if batch.dropped:
                     inbox.recorder.drop("policy", batch.dropped)
                 if batch.skipped:
@@ -396,8 +397,6 @@ class RayHost(Host):
                         return
                 if batch.ended:
                     return
-                if pending is None:
-                    pending = producer.take.remote(edge.id, next(seq))
         except RayError as exc:
             # The producer's machine is gone; the run's supervisor reports it.
             log.debug(
