@@ -35,7 +35,7 @@ import logging
 import os
 import secrets
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -206,19 +206,46 @@ def transfers(plan: Plan, edges: list[Edge]) -> dict[int, tuple[str, int]]:
     return chosen
 
 
-def pack(frame: Frame, kind: str, quality: int) -> tuple[Any, ...]:
+class JpegCache:
+    """The last few JPEGs a host made, so a frame sent on several edges is encoded once.
+
+    Stages never change ``frame.image``: every edge carries the same array
+    object for a given frame, so it (with the frame's source and index, should
+    the object's id be reused) keys the cache.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.encoded: OrderedDict[tuple[str, int, int, int], bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def encode(self, frame: Frame, quality: int) -> bytes:
+        key = (frame.source, frame.index, id(frame.image), quality)
+        with self.lock:
+            found = self.encoded.get(key)
+        if found is not None:
+            return found
+        import cv2
+
+        ok, encoded = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise FramepipeError(f"frame {frame.index} of {frame.source!r}: JPEG encoding failed")
+        data: bytes = encoded.tobytes()
+        with self.lock:
+            self.encoded[key] = data
+            while len(self.encoded) > self.size:
+                self.encoded.popitem(last=False)
+        return data
+
+
+def pack(frame: Frame, kind: str, quality: int, jpegs: JpegCache) -> tuple[Any, ...]:
     """One frame as it crosses machines (plain tuple: Ray pickles it)."""
     image = frame.image
     pixels: Any
     if kind == "raw":
         pixels = image
     elif kind == "jpeg":
-        import cv2
-
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise FramepipeError(f"frame {frame.index} of {frame.source!r}: JPEG encoding failed")
-        pixels = encoded.tobytes()
+        pixels = jpegs.encode(frame, quality)
     else:
         pixels = None
     meta = (frame.index, frame.pts, frame.timestamp, frame.source, image.shape, str(image.dtype))
@@ -262,9 +289,16 @@ class Outbox:
     """
 
     def __init__(
-        self, edge: Edge, kind: str, quality: int, fps: float | None, stop: threading.Event
+        self,
+        edge: Edge,
+        kind: str,
+        quality: int,
+        fps: float | None,
+        stop: threading.Event,
+        jpegs: JpegCache,
     ) -> None:
         self.edge_id, self.downstream = edge.id, edge.downstream
+        self.jpegs = jpegs
         self.policy = edge.policy
         self.kind, self.quality = kind, quality
         # Frames the consumer's rate would not select never cross the network.
@@ -331,7 +365,9 @@ class Outbox:
             self.dropped = self.skipped = 0
             ended = self.ended
             self.cond.notify_all()  # a blocked producer may go on
-        return Batch([pack(f, self.kind, self.quality) for f in frames], dropped, skipped, ended)
+        return Batch(
+            [pack(f, self.kind, self.quality, self.jpegs) for f in frames], dropped, skipped, ended
+        )
 
 
 # -- one machine's host ------------------------------------------------------------------------
@@ -356,13 +392,16 @@ class RayHost(Host):
         self.transfers = plan_transfers
         self.fps = fps  # consumer name -> the rate its single input is selected at
         self.outboxes: dict[int, Outbox] = {}
+        self.jpegs = JpegCache()
         self.machine = machine
         self.pulls: list[threading.Thread] = []
         super().__init__(spec, stop=stop, report=report, sink_context=sink_context)
 
     def outlet_to_host(self, edge: Edge) -> Outbox:
         kind, quality = self.transfers[edge.id]
-        outbox = Outbox(edge, kind, quality, self.fps.get(edge.downstream), self.stop_event)
+        outbox = Outbox(
+            edge, kind, quality, self.fps.get(edge.downstream), self.stop_event, self.jpegs
+        )
         self.outboxes[edge.id] = outbox
         return outbox
 
