@@ -146,13 +146,21 @@ def measure(quick: bool) -> Iterator[Measurement]:
     from ray.cluster_utils import Cluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # Object stores the size a real machine has (Ray takes 30% of memory), not the
+    # test default of 150 MB that a few 1080p frames in flight would fill.
+    store = 1 << 30
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {A: 1}, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 1,
+            "resources": {A: 1},
+            "include_dashboard": False,
+            "object_store_memory": store,
+        },
     )
     try:
         for name in (B, C):
-            cluster.add_node(num_cpus=1, resources={name: 1})
+            cluster.add_node(num_cpus=1, resources={name: 1}, object_store_memory=store)
         ray.init(address=cluster.address, logging_level="WARNING")
         cluster.wait_for_nodes()
         yield from transfer(quick)
