@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -321,6 +322,26 @@ def test_a_stage_error_on_another_machine_is_a_stage_error_with_its_cause(
         pipe.run(executor="ray")
     assert isinstance(caught.value.__cause__, ValueError)
     assert "bad frame 3" in str(caught.value.__cause__)
+    assert _no_actors_left()
+
+
+class Unpicklable(fp.Stage):
+    reads_pixels = False
+
+    def process(self, frame: fp.Frame) -> Any:
+        return threading.Lock()
+
+
+@in_namespace
+def test_a_result_that_cannot_cross_machines_is_an_error_naming_the_edge(
+    cluster: Cluster,
+) -> None:
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", _source(), resources={HEAD: 1})
+    lock = pipe.stage("lock", Unpicklable(), after=cam)
+    pipe.sink("out", fp.sinks.Collect(), after=lock, resources={EDGE: 1})
+    with pytest.raises(fp.WorkerError, match=r"'out': its input from 'lock' failed"):
+        pipe.run(executor="ray")
     assert _no_actors_left()
 
 

@@ -54,7 +54,7 @@ from ._host import Host, HostSpec, portable, restore_error
 
 try:
     import ray
-    from ray.exceptions import GetTimeoutError, RayError
+    from ray.exceptions import GetTimeoutError, RayError, RayTaskError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 except ImportError:  # pragma: no cover - checked when a run starts
     ray = None  # type: ignore[assignment]
@@ -436,6 +436,13 @@ class RayHost(Host):
                         return
                 if batch.ended:
                     return
+        except RayTaskError as exc:
+            # The producer's host is alive but could not send (a result Ray cannot pickle).
+            error = WorkerError(
+                edge.downstream, f"its input from {edge.upstream!r} failed: {exc.cause!r}"
+            )
+            error.__cause__ = exc.cause
+            self.on_fatal(edge.downstream, error)
         except RayError as exc:
             # The producer's machine is gone; the run's supervisor reports it.
             log.debug(
