@@ -325,6 +325,26 @@ def test_a_stage_error_on_another_machine_is_a_stage_error_with_its_cause(
     assert _no_actors_left()
 
 
+class NoModel(fp.Stage):
+    def setup(self) -> None:
+        raise FileNotFoundError("model.onnx")
+
+    def process(self, frame: fp.Frame) -> int:
+        return frame.index
+
+
+@in_namespace
+def test_a_setup_failure_on_another_machine_stops_the_run(cluster: Cluster) -> None:
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", _source(frames=None), resources={HEAD: 1})
+    model = pipe.stage("model", NoModel(), after=cam, resources={EDGE: 1})
+    pipe.sink("out", fp.sinks.Collect(), after=model)
+    with pytest.raises(fp.StageError, match=r"'model': setup\(\) failed") as caught:
+        pipe.run(mode="realtime", executor="ray")
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+    assert _no_actors_left()
+
+
 class Unpicklable(fp.Stage):
     reads_pixels = False
 
