@@ -184,6 +184,8 @@ def test_nodes_run_on_the_machine_their_resources_name(cluster: Cluster) -> None
     assert machines["where"].endswith(cluster.edge[:8])
     # A node without resources follows its first input.
     assert machines["out"] == machines["where"]
+    header, *rows = run.stats.rows()
+    assert header[-1] == "machine" and [row[-1] for row in rows] == list(machines.values())
     assert _no_actors_left()
 
 

@@ -116,6 +116,10 @@ class RunStats(Mapping[str, NodeStats]):
                     str(node.errors),
                 ]
             )
+        machines = [node.machine for node in self._nodes.values()]
+        if any(machines):  # executor="ray": where each node runs
+            for row, machine in zip(rows, ["machine", *machines], strict=True):
+                row.append(machine)
         return rows
 
     def __str__(self) -> str:
