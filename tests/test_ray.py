@@ -452,10 +452,12 @@ def test_a_slow_consumer_on_another_machine_sees_fresh_frames(cluster: Cluster) 
     pipe.sink("out", fp.sinks.Collect(), after=[fast, slow], resources={EDGE: 1})
     run = pipe.run(mode="realtime", executor="ray", duration=8)
     stats = run.stats
-    # Generous slack for a loaded 2-core machine; benchmarks/ray_transfer.py measures.
-    assert stats["fast"].processed >= 0.85 * stats["cam"].processed
+    # Bounds with generous slack for a loaded 2-core machine (benchmarks/ray_transfer.py
+    # measures): held back by the slow consumer, the fast one would process ~1 frame a
+    # second, and a backlog would make the slow one's frames seconds old.
+    assert stats["fast"].processed >= 0.5 * stats["cam"].processed
     assert stats["slow"].processed >= 4
-    assert stats["slow"].age_ms["p50"] <= 250.0  # fresh frames: a few frame intervals
+    assert stats["slow"].age_ms["p50"] <= 500.0
     assert stats["slow"].dropped_by["policy"] > 0
 
 
