@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from ._errors import GraphError
 from ._policy import BLOCK, LATEST, NodeOptions, Queue
 from ._stage import FunctionStage, Stage
+from .runtime._clock import SYSTEM_CLOCK, Clock
+from .runtime._registry import check_executor, executor_names
 from .sinks._base import Sink
 from .sources._base import Source
 
@@ -18,7 +20,8 @@ if TYPE_CHECKING:
     from .stats import RunStats
 
 MODES = ("offline", "realtime")
-EXECUTORS = ("inline", "threads", "processes", "ray")
+#: The executors known at import; ``runtime._registry.executor_names()`` is the live list.
+EXECUTORS = executor_names()
 #: Default policy of a sink's inputs in real-time mode: absorb jitter, stay bounded.
 SINK_DEFAULT = Queue(16, "drop_oldest")
 
@@ -58,6 +61,8 @@ class Plan:
     mode: str
     start: float
     next_edge_id: int
+    #: Where the run reads time (``framepipe.testing.FakeClock`` in tests).
+    clock: Clock = SYSTEM_CLOCK
 
     def inputs_of(self, name: str) -> list[Edge]:
         return [e for e in self.edges if e.downstream == name]
@@ -119,13 +124,18 @@ class Pipeline:
 
     Node options (``stage`` and ``sink``):
 
-    - ``fps=`` at most N frames per second of media time; ``interval=`` seconds
-      between selected frames; ``window=(count, step)``: the stage receives the
-      last ``count`` of every ``step``-th frame, as a list.
+    - ``fps=`` at most N calls per second of media time; ``interval=`` seconds
+      between calls; ``window=(count, step)``: each call receives a list of the
+      last ``count`` frames taken every ``step`` source frames (or ``"1s"``:
+      every second of media time), ending at the frame it is called on.
     - ``policy=``: ``"latest"``, ``"block"`` or ``fp.Queue(n, overflow)`` on each
       input edge (see ``framepipe._policy``); ``max_age=`` milliseconds.
-    - ``join=``: ``"each"`` (default), ``"merge"`` or ``"latest"`` for several inputs.
-    - ``on_error=``: ``"skip"`` (default), ``"stop"`` or ``"restart"``.
+    - ``join=``: ``"each"``, ``"merge"`` or ``"latest"`` for several inputs; stages
+      default to ``"each"``, sinks to ``"merge"`` (each frame written once, with the
+      results of all its inputs).
+    - ``on_error=``: ``"skip"``, ``"stop"`` or ``"restart"``; stages default to
+      ``"skip"``, sinks to ``"stop"`` (a sink that cannot write, e.g. on a full disk,
+      stops the run; with ``"skip"`` it counts the frames it lost and goes on).
     - ``executor=``: run this node under another executor than the pipeline's
       (``"threads"`` puts it in a thread of the caller's process,
       ``"processes"`` in its own process).
@@ -201,9 +211,13 @@ class Pipeline:
                 f"sink {name!r}: expected an fp.sinks.Sink "
                 f"(e.g. fp.sinks.Collect()), got {type(sink).__name__}"
             )
-        return self._add(
-            Node(self, name, "sink", sink, self._inputs(name, after), self._options(name, options))
-        )
+        inputs = self._inputs(name, after)
+        # A sink is where results leave: one that cannot write stops the run rather than
+        # losing them quietly, and a frame reaching it through several inputs is written once.
+        options.setdefault("on_error", "stop")
+        if len(inputs) > 1:
+            options.setdefault("join", "merge")
+        return self._add(Node(self, name, "sink", sink, inputs, self._options(name, options)))
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -294,6 +308,7 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        clock: Clock | None = None,
         ray_address: str | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
@@ -310,8 +325,7 @@ class Pipeline:
                 n.kind == "source" and getattr(n.obj, "live", False) for n in self._nodes.values()
             )
             mode = "realtime" if live else "offline"
-        if executor not in EXECUTORS:
-            raise GraphError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+        check_executor(executor, what="executor")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
         if ray_address is not None and executor != "ray":
@@ -320,6 +334,8 @@ class Pipeline:
             if self._run is not None and self._run.running:
                 raise GraphError(f"pipeline {self.name!r} is already running")
             plan = self.plan(mode, start)
+            if clock is not None:
+                plan.clock = clock
             self._run = Run(plan, executor, duration=duration, stop_timeout=stop_timeout)
             self._run.ray_address = ray_address
         self._run.start()
@@ -333,6 +349,7 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        clock: Clock | None = None,
         ray_address: str | None = None,
     ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
@@ -348,6 +365,7 @@ class Pipeline:
             duration=duration,
             start=start,
             stop_timeout=stop_timeout,
+            clock=clock,
             ray_address=ray_address,
         )
         run.join()

@@ -110,19 +110,10 @@ class Run:
     # -- life cycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        from .runtime._executor import LocalExecutor
+        from .runtime._registry import create
 
-        wants_processes = any(n.options.executor == "processes" for n in self.plan.nodes.values())
-        if self.executor_name == "ray":
-            from .runtime._ray import RayExecutor
-
-            self._executor = RayExecutor(self.plan, address=self.ray_address)
-        elif self.executor_name == "processes" or wants_processes:
-            from .runtime._processes import ProcessExecutor
-
-            self._executor = ProcessExecutor(self.plan)
-        else:
-            self._executor = LocalExecutor(self.plan, threaded=self.executor_name == "threads")
+        options = {} if self.ray_address is None else {"address": self.ray_address}
+        self._executor = create(self.executor_name, self.plan, **options)
         self.started_at = time.monotonic()
         _watch_sigterm(self)
         try:
@@ -228,14 +219,15 @@ class Run:
 
     @property
     def errors(self) -> list[FramepipeError]:
-        """Every node error: the fatal one first, then sources that failed."""
+        """Every node error: the fatal one first, then those that did not stop the run
+        (a source that failed, a sink whose ``close()`` failed)."""
         if self._executor is None:
             return []
         fatal = [self._executor.fatal] if self._executor.fatal is not None else []
         return fatal + list(self._executor.source_errors)
 
     def raise_error(self) -> None:
-        """Raise the error that stopped the run, or the first source error."""
+        """Raise the error that stopped the run, or the first of the others."""
         errors = self.errors
         if errors:
             raise errors[0]

@@ -36,7 +36,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,10 +47,24 @@ from .._errors import FramepipeError, GraphError, WorkerError
 from .._frame import Frame
 from .._graph import Edge, Node, Plan
 from .._policy import RateSelector
-from ..stats import NodeStats, RunStats, StatsRecorder
+from ..stats import NodeStats, RunStats
 from ..transport import _shm
+from ..transport._seam import Exporter, SourceBuffers
 from ._executor import Executor
-from ._host import Host, HostSpec, portable, restore_error
+from ._host import ForwardLogs, Host, HostSpec, Reporter, obey, portable
+from ._messages import (
+    AddSource,
+    Connect,
+    Done,
+    Go,
+    Ready,
+    RemoveSource,
+    Report,
+    Segment,
+    Stop,
+    sendable,
+)
+from ._runners import ordered_stats
 
 try:
     import ray
@@ -374,9 +388,11 @@ class Outbox:
 
 
 class RayHost(Host):
-    """The nodes of one machine; edges to other machines go through ``Outbox`` and ``take``."""
+    """The nodes of one machine: a ``Host`` whose transport to other hosts is Ray.
 
-    exports_to_shared_memory = False
+    Edges to other machines go through an ``Outbox`` the consumer's host pulls
+    with ``take``; frames never enter shared memory (no source buffers, no exporter).
+    """
 
     def __init__(
         self,
@@ -386,7 +402,7 @@ class RayHost(Host):
         *,
         machine: str,
         stop: threading.Event,
-        report: Callable[[tuple[Any, ...]], None],
+        report: Reporter,
         sink_context: dict[str, Any] | None = None,
     ) -> None:
         self.transfers = plan_transfers
@@ -394,7 +410,7 @@ class RayHost(Host):
         self.outboxes: dict[int, Outbox] = {}
         self.jpegs = JpegCache()
         self.machine = machine
-        self.pulls: list[threading.Thread] = []
+        self.pulls: dict[int, threading.Thread] = {}  # edge id -> its pulling thread
         super().__init__(spec, stop=stop, report=report, sink_context=sink_context)
 
     def outlet_to_host(self, edge: Edge) -> Outbox:
@@ -405,16 +421,28 @@ class RayHost(Host):
         self.outboxes[edge.id] = outbox
         return outbox
 
-    def connect_peers(self, peers: Mapping[str, Any], edges: list[Edge] | None = None) -> None:
-        """Start pulling every edge into this host from a host on another machine."""
-        for edge in self.spec.edges if edges is None else edges:
-            if self.here(edge.downstream) and not self.here(edge.upstream):
-                producer = peers[self.spec.placement[edge.upstream]]
-                thread = threading.Thread(
-                    target=self._pull, args=(edge, producer), daemon=True, name="framepipe-pull"
-                )
-                self.pulls.append(thread)
-                thread.start()
+    def source_buffers(self) -> SourceBuffers | None:
+        return None
+
+    def exporter(self) -> Exporter | None:
+        return None
+
+    def connect(self, addresses: Mapping[str, Any]) -> None:
+        """Start pulling every edge into this host from another machine's host.
+
+        ``addresses``: host id -> its ``HostActor``. Edges already pulled are left as they are.
+        """
+        for edge in self.spec.edges:
+            if edge.id in self.pulls or not self.here(edge.downstream):
+                continue
+            if self.here(edge.upstream):
+                continue
+            producer = addresses[self.spec.placement[edge.upstream]]
+            thread = threading.Thread(
+                target=self._pull, args=(edge, producer), daemon=True, name="framepipe-pull"
+            )
+            self.pulls[edge.id] = thread
+            thread.start()
 
     def _pull(self, edge: Edge, producer: Any) -> None:
         inbox = self.inboxes[edge.downstream]
@@ -464,30 +492,27 @@ class RayHost(Host):
     def stats(self) -> dict[str, NodeStats]:
         return {name: replace(s, machine=self.machine) for name, s in super().stats().items()}
 
-    def add_source(  # type: ignore[override]
-        self, node: Node, edges: list[Edge], placement: dict[str, str], peers: Mapping[str, Any]
-    ) -> None:
-        self.spec.placement.update(placement)
-        self.recorders[node.name] = StatsRecorder(node.name, "source")
-        self.add_inbound(edges, placement, peers)
-        self._build_runner(node, edges)
-        if self.go_event.is_set():  # else go() starts it with the others
-            self._spawn(self.sources[node.name].run)
-
     def add_inbound(
         self, edges: list[Edge], placement: dict[str, str], peers: Mapping[str, Any]
     ) -> None:
-        """Edges of a source added while running: local consumers get them in their inbox."""
+        """Edges of a source added on another host while running: local consumers pull them."""
         self.spec.placement.update(placement)
         for edge in edges:
             self.spec.edges.append(edge)
             if self.here(edge.downstream):
-                self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream, edge.policy)
-        self.connect_peers(peers, edges)
+                self.inboxes[edge.downstream].add_edge(
+                    edge.id, edge.upstream, self._policy(edge.policy)
+                )
+        self.connect(peers)
 
 
 class HostActor:
-    """The Ray actor that runs one machine's ``RayHost``."""
+    """The Ray actor that runs one machine's ``RayHost``, as a worker process runs a ``Host``.
+
+    It obeys the commands a worker obeys (``Connect`` with actor handles for
+    addresses, ``Go``, ``Stop``, ``AddSource``, ``RemoveSource``) and keeps what
+    its host reports until the caller polls.
+    """
 
     def __init__(
         self, blob: bytes, plan_transfers: dict[int, tuple[str, int]], fps: dict[str, Any]
@@ -495,11 +520,15 @@ class HostActor:
         node_id = ray.get_runtime_context().get_node_id()
         address = ray.util.get_node_ip_address()
         self.stop_event = threading.Event()
-        self.fatals: list[tuple[Any, ...]] = []
+        self.reports: list[Report] = []
         self.segments: list[str] = []
         self.ready = threading.Event()
         self._lock = threading.Lock()
         spec: HostSpec = cloudpickle.loads(blob)
+        logs = logging.getLogger("framepipe")  # stage logs reach the caller's logging
+        logs.handlers[:] = [ForwardLogs(self._report)]
+        logs.propagate = False
+        logs.setLevel(spec.log_level)
         self.host = RayHost(
             spec,
             plan_transfers,
@@ -509,42 +538,38 @@ class HostActor:
             report=self._report,
         )
 
-    def _report(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        with self._lock:
-            if kind == "fatal":
-                self.fatals.append(message[1:])
-            elif kind == "segment":
-                self.segments.append(message[1])
-            elif kind == "ready":
+    def _report(self, message: Report) -> None:
+        match message:
+            case Ready():
                 self.ready.set()
+            case Segment(name):
+                self.segments.append(name)
+            case _:
+                with self._lock:
+                    self.reports.append(sendable(message))
 
     def pid(self) -> int:
         return os.getpid()
 
     def start(self, peers: dict[str, Any]) -> None:
         """Start pulling, set up every node; return once they are set up."""
-        self.host.connect_peers(peers)
-        self.host.start_nodes()
+        obey(self.host, Connect(peers))
         self.ready.wait(START_TIMEOUT)
 
-    def go(self) -> None:
-        self.host.go()
+    def obey(self, command: Any) -> None:
+        obey(self.host, command)
 
     def take(self, edge_id: int, seq: int) -> Batch:
         return self.host.take(edge_id, seq)
 
-    def poll(self) -> tuple[dict[str, NodeStats], list[tuple[Any, ...]], bool]:
-        """Statistics, errors since the last poll, and whether every node has ended."""
+    def poll(self) -> tuple[dict[str, NodeStats], list[Report], bool]:
+        """Statistics, reports since the last poll, and whether every node has ended."""
         with self._lock:
-            fatals, self.fatals = self.fatals, []
+            reports, self.reports = self.reports, []
         done = (self.host.go_event.is_set() or self.stop_event.is_set()) and self.host.done()
-        return self.host.stats(), fatals, done
+        return self.host.stats(), reports, done
 
-    def stop(self) -> None:
-        self.host.stop()
-
-    def finish(self) -> tuple[dict[str, NodeStats], dict[str, Any]]:
+    def finish(self) -> Done:
         """Stop, close every node, hand back statistics and the sinks' final states."""
         self.host.stop()
         self.host.wait(10.0)
@@ -553,20 +578,22 @@ class HostActor:
         self.host.close()
         for name in self.segments:
             _shm.unlink(name)
-        return stats, states
+        return Done(stats, states)
 
     def add_source(
-        self, node: Node, edges: list[Edge], placement: dict[str, str], peers: dict[str, Any]
+        self,
+        node: Node,
+        edges: list[Edge],
+        plan_transfers: dict[int, tuple[str, int]],
+        peers: dict[str, Any],
     ) -> None:
-        self.host.add_source(node, edges, placement, peers)
+        self.host.transfers.update(plan_transfers)
+        obey(self.host, AddSource(node, edges, {}, peers))
 
     def add_inbound(
         self, edges: list[Edge], placement: dict[str, str], peers: dict[str, Any]
     ) -> None:
         self.host.add_inbound(edges, placement, peers)
-
-    def remove_source(self, name: str) -> None:
-        self.host.remove_source(name)
 
 
 @functools.cache
@@ -641,6 +668,8 @@ class RayExecutor(Executor):
             start=plan.start,
             socket_dir="",
             sources_upstream={n: plan.sources_upstream(n) for n in names},
+            log_level=logging.getLogger("framepipe").getEffectiveLevel(),
+            clock=plan.clock,
         )
 
     # -- start ------------------------------------------------------------------------------
@@ -671,7 +700,7 @@ class RayExecutor(Executor):
             peers = self._peers()
             started = {r.actor.start.remote(peers): r for r in self.remotes.values()}
             if self.caller is not None:
-                self.caller.connect_peers(peers)
+                self.caller.connect(peers)
                 self.caller.start_nodes()
             self._wait_for(started, "set up its nodes")
             if self.caller is not None:
@@ -683,7 +712,7 @@ class RayExecutor(Executor):
             if self.stop_event.is_set():
                 return
             for remote in self.remotes.values():
-                remote.actor.go.remote()
+                remote.actor.obey.remote(Go())
             if self.caller is not None:
                 self.caller.go()
         except BaseException:
@@ -737,13 +766,11 @@ class RayExecutor(Executor):
                 self._died(remote, exc)
                 raise self.fatal or WorkerError(remote.nodes[0], str(exc)) from exc
 
-    def _caller_report(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ready":
+    def _caller_report(self, message: Report) -> None:
+        if isinstance(message, Ready):
             self._caller_ready.set()
-        elif kind == "fatal":
-            _, node, blob, cause, text = message
-            self.on_fatal(node, restore_error(blob, cause, text))
+        elif not isinstance(message, Segment):  # the caller's host sends through Ray, not memory
+            self.report(message)
 
     # -- supervise -------------------------------------------------------------------------------
 
@@ -774,13 +801,14 @@ class RayExecutor(Executor):
         for ref in ready:
             remote = refs[ref]
             try:
-                stats, fatals, done = ray.get(ref)
+                stats, reports, done = ray.get(ref)
             except RayError as exc:
                 self._died(remote, exc)
                 continue
             remote.stats = stats
-            for node, blob, cause, text in fatals:
-                self.on_fatal(node, restore_error(blob, cause, text))
+            for message in reports:
+                if not self.report(message):
+                    raise TypeError(f"unknown report from host {remote.host_id!r}: {message!r}")
             remote.done = done
 
     def _died(self, remote: _Remote, exc: BaseException) -> None:
@@ -820,9 +848,9 @@ class RayExecutor(Executor):
             ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=FINISH_TIMEOUT)
             for ref in ready:
                 with contextlib.suppress(RayError):
-                    stats, states = ray.get(ref)
-                    refs[ref].stats = stats
-                    self._final_states.update(states)
+                    done: Done = ray.get(ref)
+                    refs[ref].stats = done.stats
+                    self._final_states.update(done.final_states)
         self._kill_actors()
         self._done.set()
 
@@ -838,7 +866,7 @@ class RayExecutor(Executor):
         for remote in list(self.remotes.values()):
             if not remote.dead:
                 with contextlib.suppress(Exception):
-                    remote.actor.stop.remote()
+                    remote.actor.obey.remote(Stop())
         if self.caller is not None:
             self.caller.stop()
         if self._supervisor is None:  # stopped before the supervisor ever ran
@@ -861,7 +889,7 @@ class RayExecutor(Executor):
             merged.update(remote.stats)
         if self.caller is not None:
             merged.update(self.caller.stats())
-        return RunStats({n: merged[n] for n in self.plan.order if n in merged})
+        return RunStats(ordered_stats(merged, self.plan.order))
 
     def final_states(self) -> dict[str, Any]:
         return dict(self._final_states)
@@ -887,28 +915,26 @@ class RayExecutor(Executor):
         host_id = self.placement[node.name]
         self.transfers.update(transfers(plan, self._cross(edges)))
         update = {node.name: host_id}
-        if host_id not in self.remotes:
-            remote = self._launch(host_id, [node.name])
-            self._wait_for({remote.actor.start.remote(self._peers()): remote}, "start")
-            started = False
-        else:
-            remote = self.remotes[host_id]
-            remote.nodes.append(node.name)
-            started = True
+        new = self.remotes.get(host_id) is None
+        # A new host is built from the plan, which holds the source and its edges already.
+        remote = self._launch(host_id, [node.name]) if new else self.remotes[host_id]
         peers = self._peers()
-        # The producer first, so that consumers pulling the new edges find its outboxes.
-        ray.get(remote.actor.add_source.remote(portable(node), edges, update, peers))
+        if not new:
+            remote.nodes.append(node.name)
+            # The producer first, so that consumers pulling the new edges find its outboxes.
+            ray.get(remote.actor.add_source.remote(portable(node), edges, self.transfers, peers))
         others = [r for r in self.remotes.values() if r.host_id != host_id and not r.dead]
         ray.get([r.actor.add_inbound.remote(edges, update, peers) for r in others])
         if self.caller is not None:
             self.caller.add_inbound(edges, update, peers)
-        if not started:
-            remote.actor.go.remote()
+        if new:
+            self._wait_for({remote.actor.start.remote(peers): remote}, "start")
+            remote.actor.obey.remote(Go())
 
     def remove_source(self, name: str) -> None:
         host_id = self.placement.get(name)
         if host_id in self.remotes:
-            self.remotes[host_id].actor.remove_source.remote(name)
+            self.remotes[host_id].actor.obey.remote(RemoveSource(name))
 
 
 def actor_pids() -> list[int]:
