@@ -47,10 +47,10 @@ from .._errors import FramepipeError, GraphError, WorkerError
 from .._frame import Frame
 from .._graph import Edge, Node, Plan
 from .._policy import RateSelector
-from ..stats import NodeStats, RunStats
+from ..stats import NodeStats
 from ..transport import _shm
 from ..transport._seam import Exporter, SourceBuffers
-from ._executor import Executor
+from ._executor import SupervisedExecutor
 from ._host import ForwardLogs, Host, HostSpec, Reporter, obey, portable
 from ._messages import (
     AddSource,
@@ -64,7 +64,6 @@ from ._messages import (
     Stop,
     sendable,
 )
-from ._runners import ordered_stats
 
 try:
     import ray
@@ -618,7 +617,7 @@ class _Remote:
     pid: int | None = None
 
 
-class RayExecutor(Executor):
+class RayExecutor(SupervisedExecutor):
     """Runs a plan on the connected Ray cluster (or a local one). See the module docstring."""
 
     def __init__(self, plan: Plan, *, address: str | None = None) -> None:
@@ -633,12 +632,8 @@ class RayExecutor(Executor):
         self.placement = place(plan, self.cluster)
         self.transfers = transfers(plan, self._cross(plan.edges))
         self.remotes: dict[str, _Remote] = {}
-        self.caller: RayHost | None = None
+        self.main_host: RayHost | None = None
         self._caller_ready = threading.Event()
-        self._final_states: dict[str, Any] = {}
-        self._done = threading.Event()
-        self._supervisor: threading.Thread | None = None
-        self._lock = threading.Lock()
         self._finished = False
 
     def _cross(self, edges: list[Edge]) -> list[Edge]:
@@ -653,31 +648,15 @@ class RayExecutor(Executor):
         }
 
     def _spec(self, host_id: str, names: list[str]) -> HostSpec:
-        plan = self.plan
-        return HostSpec(
-            host_id=host_id,
-            segment_prefix=f"fp_{self.run_id}_{len(self.remotes)}",
-            nodes=[portable(plan.nodes[n]) for n in names],
-            edges=[
-                e
-                for e in plan.edges
-                if host_id in (self.placement[e.upstream], self.placement[e.downstream])
-            ],
-            placement=dict(self.placement),
-            mode=plan.mode,
-            start=plan.start,
-            socket_dir="",
-            sources_upstream={n: plan.sources_upstream(n) for n in names},
-            log_level=logging.getLogger("framepipe").getEffectiveLevel(),
-            clock=plan.clock,
+        # No shared memory between machines; sockets are Ray's.
+        return self.host_spec(
+            host_id, names, segment_prefix=f"fp_{self.run_id}_{len(self.remotes)}", socket_dir=""
         )
 
     # -- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        groups: dict[str, list[str]] = {}
-        for name in self.plan.order:
-            groups.setdefault(self.placement[name], []).append(name)
+        groups = self.hosts()
         try:
             for host_id, names in groups.items():
                 if host_id != CALLER:
@@ -685,25 +664,22 @@ class RayExecutor(Executor):
             if CALLER in groups:
                 spec = self._spec(CALLER, groups[CALLER])
                 spec.nodes = [self.plan.nodes[n] for n in groups[CALLER]]
-                self.caller = RayHost(
+                self.main_host = RayHost(
                     spec,
                     self.transfers,
                     self._fps(),
                     machine=f"{self.cluster[0].label} (caller)",
                     stop=self.stop_event,
                     report=self._caller_report,
-                    sink_context={
-                        "pipeline_stats": self.stats,
-                        "pipeline_graph": self.plan.describe,
-                    },
+                    sink_context=self.sink_context(),
                 )
             peers = self._peers()
             started = {r.actor.start.remote(peers): r for r in self.remotes.values()}
-            if self.caller is not None:
-                self.caller.connect(peers)
-                self.caller.start_nodes()
+            if self.main_host is not None:
+                self.main_host.connect(peers)
+                self.main_host.start_nodes()
             self._wait_for(started, "set up its nodes")
-            if self.caller is not None:
+            if self.main_host is not None:
                 self._caller_ready.wait(START_TIMEOUT)
             self._supervisor = threading.Thread(
                 target=self._supervise, daemon=True, name="framepipe-ray-supervisor"
@@ -713,8 +689,8 @@ class RayExecutor(Executor):
                 return
             for remote in self.remotes.values():
                 remote.actor.obey.remote(Go())
-            if self.caller is not None:
-                self.caller.go()
+            if self.main_host is not None:
+                self.main_host.go()
         except BaseException:
             self.request_stop()
             raise
@@ -780,13 +756,9 @@ class RayExecutor(Executor):
                 with self._lock:
                     live = [r for r in self.remotes.values() if not r.dead and not r.done]
                 self._poll(live)
-                caller_done = self.caller is None or (
-                    (self.caller.go_event.is_set() or self.stop_event.is_set())
-                    and self.caller.done()
-                )
                 with self._lock:
                     left = [r for r in self.remotes.values() if not r.dead and not r.done]
-                if not left and caller_done:
+                if not left and self.main_done():
                     break
                 self.stop_event.wait(POLL_EVERY)
         except Exception:
@@ -837,11 +809,11 @@ class RayExecutor(Executor):
             if self._finished:
                 return
             self._finished = True
-        if self.caller is not None:
-            self.caller.stop()
-            self.caller.wait(10.0)
-            self._final_states.update(self.caller.final_states())
-            self.caller.close()
+        if self.main_host is not None:
+            self.main_host.stop()
+            self.main_host.wait(10.0)
+            self._final_states.update(self.main_host.final_states())
+            self.main_host.close()
         alive = [r for r in self.remotes.values() if not r.dead]
         refs = {r.actor.finish.remote(): r for r in alive}
         if refs:
@@ -867,32 +839,21 @@ class RayExecutor(Executor):
             if not remote.dead:
                 with contextlib.suppress(Exception):
                     remote.actor.obey.remote(Stop())
-        if self.caller is not None:
-            self.caller.stop()
+        if self.main_host is not None:
+            self.main_host.stop()
         if self._supervisor is None:  # stopped before the supervisor ever ran
             self._finish()
 
-    def join(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
     def kill(self) -> None:
         super().request_stop()
-        if self.caller is not None:
-            self.caller.stop()
+        if self.main_host is not None:
+            self.main_host.stop()
         self._kill_actors()
         if self._supervisor is None or not self._supervisor.is_alive():
             self._done.set()
 
-    def stats(self) -> RunStats:
-        merged: dict[str, NodeStats] = {}
-        for remote in list(self.remotes.values()):
-            merged.update(remote.stats)
-        if self.caller is not None:
-            merged.update(self.caller.stats())
-        return RunStats(ordered_stats(merged, self.plan.order))
-
-    def final_states(self) -> dict[str, Any]:
-        return dict(self._final_states)
+    def host_stats(self) -> list[dict[str, NodeStats]]:
+        return [remote.stats for remote in list(self.remotes.values())]
 
     def worker_pids(self) -> dict[str, int]:
         """Node name -> process id of the actor that runs it (on its machine)."""
@@ -925,8 +886,8 @@ class RayExecutor(Executor):
             ray.get(remote.actor.add_source.remote(portable(node), edges, self.transfers, peers))
         others = [r for r in self.remotes.values() if r.host_id != host_id and not r.dead]
         ray.get([r.actor.add_inbound.remote(edges, update, peers) for r in others])
-        if self.caller is not None:
-            self.caller.add_inbound(edges, update, peers)
+        if self.main_host is not None:
+            self.main_host.add_inbound(edges, update, peers)
         if new:
             self._wait_for({remote.actor.start.remote(peers): remote}, "start")
             remote.actor.obey.remote(Go())
