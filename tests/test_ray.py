@@ -219,6 +219,27 @@ def test_nodes_on_one_machine_share_one_host(cluster: Cluster) -> None:
     assert _no_actors_left()
 
 
+@in_namespace
+def test_a_node_that_asks_for_processes_stays_on_the_cluster(cluster: Cluster) -> None:
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", _source(frames=10), resources={HEAD: 1})
+    where = pipe.stage("where", Where(), after=cam, resources={EDGE: 1}, executor="processes")
+    collect = fp.sinks.Collect()
+    pipe.sink("out", collect, after=where)
+    run = pipe.run(mode="offline", executor="ray")
+    assert {node for node, _ in collect.results["where"].values()} == {cluster.edge}
+    assert run.stats["where"].machine.endswith(cluster.edge[:8])
+
+
+def test_ray_is_an_executor_everywhere_names_are_checked() -> None:
+    from framepipe.runtime import executor_names
+
+    assert "ray" in executor_names()
+    with pytest.raises(fp.GraphError, match="did you mean 'ray'"):
+        pipe = fp.Pipeline()
+        pipe.sink("out", fp.sinks.Collect(), after=pipe.source("cam", _source()), executor="rey")
+
+
 def _checksum_pipeline(transfer: str) -> tuple[fp.Pipeline, fp.sinks.Collect]:
     pipe = fp.Pipeline()
     cam = pipe.source("cam", _source(frames=40), resources={HEAD: 1})
