@@ -9,6 +9,7 @@ or without Ray, everything here skips with the reason.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -346,6 +347,21 @@ def test_a_stage_error_on_another_machine_is_a_stage_error_with_its_cause(
     assert isinstance(caught.value.__cause__, ValueError)
     assert "bad frame 3" in str(caught.value.__cause__)
     assert _no_actors_left()
+
+
+@in_namespace
+def test_logs_on_another_machine_reach_the_callers_logging(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", _source(frames=10), resources={HEAD: 1})
+    pipe.stage("fails", Fails(), after=cam, resources={EDGE: 1})
+    with caplog.at_level(logging.ERROR):
+        run = pipe.run(mode="offline", executor="ray")
+    assert run.stats["fails"].errors == 1
+    records = [r for r in caplog.records if "bad frame 3" in r.getMessage() + (r.exc_text or "")]
+    assert records, caplog.text
+    assert records[0].name == "framepipe.stage.fails"
 
 
 class NoModel(fp.Stage):

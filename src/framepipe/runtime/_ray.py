@@ -561,15 +561,19 @@ class HostActor:
     def take(self, edge_id: int, seq: int) -> Batch:
         return self.host.take(edge_id, seq)
 
-    def poll(self) -> tuple[dict[str, NodeStats], list[Report], bool]:
-        """Statistics, reports since the last poll, and whether every node has ended."""
+    def _reported(self) -> list[Report]:
         with self._lock:
             reports, self.reports = self.reports, []
-        done = (self.host.go_event.is_set() or self.stop_event.is_set()) and self.host.done()
-        return self.host.stats(), reports, done
+        return reports
 
-    def finish(self) -> Done:
-        """Stop, close every node, hand back statistics and the sinks' final states."""
+    def poll(self) -> tuple[dict[str, NodeStats], list[Report], bool]:
+        """Statistics, reports since the last poll, and whether every node has ended."""
+        # Ended first: what a node reported before it ended is in this poll's reports.
+        done = (self.host.go_event.is_set() or self.stop_event.is_set()) and self.host.done()
+        return self.host.stats(), self._reported(), done
+
+    def finish(self) -> tuple[Done, list[Report]]:
+        """Stop, close every node; statistics, the sinks' final states and the last reports."""
         self.host.stop()
         self.host.wait(10.0)
         states = self.host.final_states()
@@ -577,7 +581,7 @@ class HostActor:
         self.host.close()
         for name in self.segments:
             _shm.unlink(name)
-        return Done(stats, states)
+        return Done(stats, states), self._reported()
 
     def add_source(
         self,
@@ -820,9 +824,11 @@ class RayExecutor(SupervisedExecutor):
             ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=FINISH_TIMEOUT)
             for ref in ready:
                 with contextlib.suppress(RayError):
-                    done: Done = ray.get(ref)
+                    done, reports = ray.get(ref)
                     refs[ref].stats = done.stats
                     self._final_states.update(done.final_states)
+                    for message in reports:
+                        self.report(message)
         self._kill_actors()
         self._done.set()
 
