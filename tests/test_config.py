@@ -234,7 +234,7 @@ BAD = [
     pytest.param(
         MINIMAL,
         ["stages.a.executor=gpu"],
-        ["stages[0].executor: must be 'inline', 'threads' or 'processes'"],
+        ["stages[0].executor: must be 'inline', 'threads', 'processes' or 'ray'"],
         id="executor",
     ),
     pytest.param(

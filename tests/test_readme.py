@@ -121,7 +121,8 @@ def test_the_readmes_install_commands_install_what_they_run() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"]
     assert "framepipe[all]" in extras["test"] and extras["all"] == ["framepipe[vision,web]"]
-    heavy = ("onnxruntime", "supervision", "scipy", "starlette", "uvicorn", "psutil")
+    assert "framepipe[ray]" in extras["test"]  # CI runs the Ray tests; users opt in to Ray
+    heavy = ("onnxruntime", "supervision", "scipy", "starlette", "uvicorn", "psutil", "ray")
     assert not [d for d in project["dependencies"] if d.startswith(heavy)]
 
 

@@ -139,6 +139,8 @@ class Pipeline:
     - ``executor=``: run this node under another executor than the pipeline's
       (``"threads"`` puts it in a thread of the caller's process,
       ``"processes"`` in its own process).
+    - ``resources=``, ``transfer=``, ``jpeg_quality=``: placement on a Ray cluster
+      and what crosses machines (``executor="ray"``, see docs/ray.md).
     """
 
     def __init__(self, name: str = "pipeline") -> None:
@@ -149,15 +151,24 @@ class Pipeline:
 
     # -- building ---------------------------------------------------------------
 
-    def source(self, name: str, source: Source) -> Node:
-        """Add a source node: where frames enter the pipeline."""
+    def source(
+        self, name: str, source: Source, *, resources: dict[str, float] | None = None
+    ) -> Node:
+        """Add a source node: where frames enter the pipeline.
+
+        ``resources=`` is a Ray resource request (``executor="ray"``): the source
+        runs on a machine that has them, e.g. ``{"camera_7": 1}``.
+        """
         self._check_name(name)
         if not isinstance(source, Source):
             raise GraphError(
                 f"source {name!r}: expected an fp.sources.Source "
                 f"(e.g. fp.sources.VideoFile(path)), got {type(source).__name__}"
             )
-        return self._add(Node(self, name, "source", source))
+        options = (
+            NodeOptions() if resources is None else NodeOptions.build(name, resources=resources)
+        )
+        return self._add(Node(self, name, "source", source, options=options))
 
     def input(self, name: str = "input") -> Node:
         """Where frames enter a pipeline that is nested as a stage of another."""
@@ -249,6 +260,7 @@ class Pipeline:
 
     def _options(self, name: str, options: dict[str, Any]) -> NodeOptions:
         known = {"fps", "interval", "window", "policy", "max_age", "on_error", "join", "executor"}
+        known |= {"resources", "transfer", "jpeg_quality"}  # executor="ray"
         unknown = set(options) - known
         if unknown:
             raise GraphError(
@@ -297,12 +309,14 @@ class Pipeline:
         start: float = 0.0,
         stop_timeout: float = 10.0,
         clock: Clock | None = None,
+        ray_address: str | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
         ``mode="auto"`` picks ``"realtime"`` when any source is live (camera,
         stream) and ``"offline"`` otherwise. Use the returned run as a context
-        manager, or call ``run.stop()``.
+        manager, or call ``run.stop()``. ``ray_address=`` names the Ray cluster
+        ``executor="ray"`` joins (else ``RAY_ADDRESS``, else a local one).
         """
         from ._run import Run
 
@@ -314,6 +328,8 @@ class Pipeline:
         check_executor(executor, what="executor")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
+        if ray_address is not None and executor != "ray":
+            raise GraphError(f"ray_address= is for executor='ray', not {executor!r}")
         with self._lock:
             if self._run is not None and self._run.running:
                 raise GraphError(f"pipeline {self.name!r} is already running")
@@ -321,6 +337,7 @@ class Pipeline:
             if clock is not None:
                 plan.clock = clock
             self._run = Run(plan, executor, duration=duration, stop_timeout=stop_timeout)
+            self._run.ray_address = ray_address
         self._run.start()
         return self._run
 
@@ -333,6 +350,7 @@ class Pipeline:
         start: float = 0.0,
         stop_timeout: float = 10.0,
         clock: Clock | None = None,
+        ray_address: str | None = None,
     ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
 
@@ -348,6 +366,7 @@ class Pipeline:
             start=start,
             stop_timeout=stop_timeout,
             clock=clock,
+            ray_address=ray_address,
         )
         run.join()
         return run
@@ -364,12 +383,18 @@ class Pipeline:
         return self._run.stats if self._run is not None else RunStats()
 
     def add_source(
-        self, name: str, source: Source, to: Node | str | Sequence[Node | str] | None = None
+        self,
+        name: str,
+        source: Source,
+        to: Node | str | Sequence[Node | str] | None = None,
+        *,
+        resources: dict[str, float] | None = None,
     ) -> Node:
         """Add a source to the running pipeline (or to the graph when not running).
 
         ``to`` names the nodes it feeds; by default the nodes fed by the
         pipeline's first source. The new edges take those nodes' policies.
+        ``resources=`` places it on a Ray cluster (see ``source``).
         """
         first = next((n for n in self._nodes.values() if n.kind == "source"), None)
         if to is None:
@@ -378,7 +403,7 @@ class Pipeline:
             targets = [n.name for n in self._nodes.values() if first.name in n.inputs]
         else:
             targets = self._inputs(name, to)
-        node = self.source(name, source)
+        node = self.source(name, source, resources=resources)
         for target in targets:
             if target not in self._nodes or self._nodes[target].kind not in ("stage", "sink"):
                 del self._nodes[name]

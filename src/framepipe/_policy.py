@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -200,6 +201,11 @@ class NodeOptions:
     on_error: str = "skip"
     join: str = "each"
     executor: str | None = None
+    # executor="ray" (see framepipe.runtime._ray): where a node may run, and what
+    # its input edges carry between machines.
+    resources: Mapping[str, float] | None = None
+    transfer: Mapping[str, str] | str | None = None  # one kind, or upstream -> kind
+    jpeg_quality: int = 90
 
     @classmethod
     def build(
@@ -214,6 +220,9 @@ class NodeOptions:
         on_error: str = "skip",
         join: str = "each",
         executor: str | None = None,
+        resources: Mapping[str, float] | None = None,
+        transfer: Mapping[str, str] | str | None = None,
+        jpeg_quality: int = 90,
     ) -> NodeOptions:
         from ._errors import GraphError
 
@@ -245,6 +254,12 @@ class NodeOptions:
             from .runtime._registry import check_executor
 
             check_executor(executor, what=f"node {node!r}: executor")
+        resources = check_resources(node, resources)
+        transfer = check_transfer(node, transfer)
+        if not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
+            raise GraphError(
+                f"node {node!r}: jpeg_quality must be an int from 1 to 100, got {jpeg_quality!r}"
+            )
         return cls(
             fps=fps,
             window=parsed,
@@ -253,4 +268,43 @@ class NodeOptions:
             on_error=on_error,
             join=join,
             executor=executor,
+            resources=resources,
+            transfer=transfer,
+            jpeg_quality=jpeg_quality,
         )
+
+
+#: What a cross-machine edge carries under ``executor="ray"``.
+TRANSFERS = ("raw", "jpeg", "results")
+
+
+def check_resources(node: str, resources: Any) -> dict[str, float] | None:
+    """A Ray resource request: ``{"GPU": 1, "camera_7": 1}``."""
+    from ._errors import GraphError
+
+    if resources is None:
+        return None
+    if not isinstance(resources, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+        for k, v in resources.items()
+    ):
+        raise GraphError(
+            f"node {node!r}: resources must map resource names to amounts > 0 "
+            f"(e.g. {{'GPU': 1, 'camera_7': 1}}), got {resources!r}"
+        )
+    return {k: float(v) for k, v in resources.items()}
+
+
+def check_transfer(node: str, transfer: Any) -> dict[str, str] | str | None:
+    """``"raw" | "jpeg" | "results"``, or a mapping of input name to one of them."""
+    from ._errors import GraphError
+
+    if transfer is None:
+        return None
+    kinds = transfer.values() if isinstance(transfer, Mapping) else [transfer]
+    if not all(isinstance(k, str) and k in TRANSFERS for k in kinds):
+        raise GraphError(
+            f"node {node!r}: transfer must be one of {TRANSFERS} or a mapping of "
+            f"input name to one of them, got {transfer!r}"
+        )
+    return dict(transfer) if isinstance(transfer, Mapping) else str(transfer)

@@ -97,6 +97,7 @@ class Run:
         self.executor_name = executor
         self.duration = duration
         self.stop_timeout = stop_timeout
+        self.ray_address: str | None = None  # executor="ray": the cluster to join
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.interrupted = False
@@ -111,7 +112,8 @@ class Run:
     def start(self) -> None:
         from .runtime._registry import create
 
-        self._executor = create(self.executor_name, self.plan)
+        options = {} if self.ray_address is None else {"address": self.ray_address}
+        self._executor = create(self.executor_name, self.plan, **options)
         self.started_at = time.monotonic()
         _watch_sigterm(self)
         try:

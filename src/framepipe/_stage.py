@@ -53,6 +53,10 @@ class Stage(ABC):
     batch: int = 1
     #: How long to wait for a batch to fill, in milliseconds.
     max_wait_ms: float = 0.0
+    #: Whether ``process`` reads ``frame.image``. A stage that only reads
+    #: ``frame.results`` sets it to False: under ``executor="ray"`` its input then
+    #: crosses machines without pixels (``transfer="results"``).
+    reads_pixels: bool = True
 
     def setup(self) -> None:
         """Acquire resources (models, files). Called once, inside the worker."""

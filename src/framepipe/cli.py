@@ -568,7 +568,7 @@ def run(
         str | None,
         typer.Option(
             metavar="EXECUTOR",
-            help="inline, threads or processes (overrides the file).",
+            help=f"{', '.join(executor_names())} (overrides the file).",
             show_default=False,
         ),
     ] = None,
@@ -849,7 +849,7 @@ def demo(
         Path, typer.Option(metavar="FILE", help="Where the counts go, as JSON Lines.")
     ] = Path("framepipe-demo.jsonl"),
     executor: Annotated[
-        str, typer.Option(metavar="EXECUTOR", help="inline, threads or processes.")
+        str, typer.Option(metavar="EXECUTOR", help=f"{', '.join(executor_names())}.")
     ] = "threads",
     quiet: QuietOption = False,
 ) -> None:

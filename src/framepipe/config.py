@@ -4,7 +4,7 @@ A pipeline file names its sources, stages and sinks, with their options::
 
     name: traffic
     mode: realtime            # auto (default) | offline | realtime
-    executor: processes       # threads (default) | inline | processes
+    executor: processes       # threads (default) | inline | processes | ray
     duration: 60              # seconds; omit to run until the sources end or Ctrl-C
     sources:
       - name: cam
@@ -91,6 +91,9 @@ __all__ = ["NODE_OPTIONS", "PipelineSpec", "RunOptions", "load_pipeline", "parse
 
 #: Keys of a stage or sink that are node options, not constructor arguments.
 NODE_OPTIONS = ("fps", "interval", "window", "policy", "max_age", "join", "on_error", "executor")
+#: Node options of ``executor: ray`` (see docs/ray.md).
+RAY_OPTIONS = ("resources", "transfer", "jpeg_quality")
+Transfer = Literal["raw", "jpeg", "results"]
 _SECTIONS = {"sources": "source", "stages": "stage", "sinks": "sink"}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -138,6 +141,8 @@ class _NodeSpec(BaseModel):
 class SourceSpec(_NodeSpec):
     """One entry of ``sources:``."""
 
+    resources: dict[str, PositiveFloat] | None = None  # executor: ray
+
 
 class StageSpec(_NodeSpec):
     """One entry of ``stages:``: the node, its inputs and its scheduling options."""
@@ -151,6 +156,9 @@ class StageSpec(_NodeSpec):
     join: Literal["each", "merge", "latest"] | None = None
     on_error: Literal["skip", "stop", "restart"] | None = None
     executor: str | None = None
+    resources: dict[str, PositiveFloat] | None = None  # executor: ray
+    transfer: Transfer | dict[str, Transfer] | None = None
+    jpeg_quality: int | None = Field(default=None, ge=1, le=100)
 
     @field_validator("executor")
     @classmethod
@@ -186,7 +194,7 @@ class StageSpec(_NodeSpec):
 
     def options(self) -> dict[str, Any]:
         """The node options that were given."""
-        chosen = {key: getattr(self, key) for key in NODE_OPTIONS}
+        chosen = {key: getattr(self, key) for key in (*NODE_OPTIONS, *RAY_OPTIONS)}
         return {key: value for key, value in chosen.items() if value is not None}
 
 
@@ -309,7 +317,9 @@ def _build(spec: PipelineSpec, where: str) -> Pipeline:
     for i, source in enumerate(spec.sources):
         loc = f"sources[{i}]"
         declare(loc, source.name)
-        pipe.source(source.name, _construct(source, "source", loc, where))
+        pipe.source(
+            source.name, _construct(source, "source", loc, where), resources=source.resources
+        )
     first_source = spec.sources[0].name
     feeders = [s.name for s in spec.sources]  # what a stage may name in after:
     for section, specs in (("stages", spec.stages), ("sinks", spec.sinks)):
@@ -461,7 +471,7 @@ def _check_arguments(
     for key in keywords:
         if key not in params and not takes_any:
             prefix = "" if key in inline else "args."
-            hint = _did_you_mean(key, [*named, *NODE_OPTIONS])
+            hint = _did_you_mean(key, [*named, *NODE_OPTIONS, *RAY_OPTIONS])
             raise ConfigError(
                 f"{where}: {loc}.{prefix}{key}: {node.type} has no argument "
                 f"{key!r}{hint}; it takes: {', '.join(named) or 'no arguments'} "

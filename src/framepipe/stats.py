@@ -53,6 +53,8 @@ class NodeStats:
     state: str = "idle"
     reconnects: int = 0
     elapsed_s: float = 0.0
+    #: Where the node ran: ``"host/ray-node-id"`` under ``executor="ray"``, else ``""``.
+    machine: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -114,6 +116,10 @@ class RunStats(Mapping[str, NodeStats]):
                     str(node.errors),
                 ]
             )
+        machines = [node.machine for node in self._nodes.values()]
+        if any(machines):  # executor="ray": where each node runs
+            for row, machine in zip(rows, ["machine", *machines], strict=True):
+                row.append(machine)
         return rows
 
     def __str__(self) -> str:

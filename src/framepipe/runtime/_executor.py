@@ -18,9 +18,9 @@ from typing import Any
 
 from .._errors import FramepipeError, SourceError
 from .._graph import Edge, Node, Plan
-from ..stats import RunStats
-from ._host import Host, HostSpec
-from ._messages import Failure, Fatal, Ready, Report
+from ..stats import NodeStats, RunStats
+from ._host import Host, HostSpec, portable, replay_log
+from ._messages import Failure, Fatal, Log, Ready, Report, error_of
 from ._runners import ordered_stats
 
 log = logging.getLogger("framepipe")
@@ -72,6 +72,10 @@ class Executor(ABC):
     def remove_source(self, name: str) -> None:
         """Stop one source; its edges end."""
 
+    def sink_context(self) -> dict[str, Any]:
+        """What sinks in the caller's process may read of the run (``Sink.context``)."""
+        return {"pipeline_stats": self.stats, "pipeline_graph": self.plan.describe}
+
     def on_fatal(self, node: str, error: BaseException) -> None:
         """A node failed for good: a source error is kept, anything else stops the run."""
         if isinstance(error, SourceError):
@@ -86,6 +90,19 @@ class Executor(ABC):
         """A node failed without stopping the others; the run fails once it has ended."""
         with self._error_lock:
             self.source_errors.append(_named(node, error))
+
+    def report(self, message: Report) -> bool:
+        """Handle what any host reports about the run; False if it is not about the run."""
+        match message:
+            case Fatal(node):
+                self.on_fatal(node, error_of(message))
+            case Failure(node):
+                self.on_failure(node, error_of(message))
+            case Log(fields):
+                replay_log(fields)
+            case _:
+                return False
+        return True
 
 
 def _named(node: str, error: BaseException) -> FramepipeError:
@@ -121,19 +138,14 @@ class LocalExecutor(Executor):
             spec,
             stop=self.stop_event,
             report=self._report,
-            sink_context={"pipeline_stats": self.stats, "pipeline_graph": self.plan.describe},
+            sink_context=self.sink_context(),
         )
 
     def _report(self, message: Report) -> None:
-        match message:
-            case Ready():
-                self._ready.set()
-            case Fatal(node, error) if isinstance(error, BaseException):
-                self.on_fatal(node, error)
-            case Failure(node, error) if isinstance(error, BaseException):
-                self.on_failure(node, error)
-            case _:
-                raise TypeError(f"unexpected report from the local host: {message!r}")
+        if isinstance(message, Ready):
+            self._ready.set()
+        elif not self.report(message):
+            raise TypeError(f"unexpected report from the local host: {message!r}")
 
     def start(self) -> None:
         # Sources start once every stage is set up (models loaded), so the first
@@ -164,3 +176,72 @@ class LocalExecutor(Executor):
 
     def remove_source(self, name: str) -> None:
         self.host.remove_source(name)
+
+
+class SupervisedExecutor(Executor):
+    """An executor whose hosts run in other processes (workers, Ray actors) and report to
+    a supervisor here; ``main_host`` runs the nodes that stay in the caller's process."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan)
+        self.main_host: Host | None = None
+        self._final_states: dict[str, Any] = {}
+        self._done = threading.Event()  # set once every host has ended and been cleaned up
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+
+    #: Node name -> the id of the host that runs it.
+    placement: dict[str, str]
+
+    def hosts(self) -> dict[str, list[str]]:
+        """Host id -> the names of its nodes, in topological order."""
+        groups: dict[str, list[str]] = {}
+        for name in self.plan.order:
+            groups.setdefault(self.placement[name], []).append(name)
+        return groups
+
+    def host_spec(self, host_id: str, names: list[str], **transport: Any) -> HostSpec:
+        """The spec of the host ``host_id`` running ``names`` (``transport``: the
+        ``HostSpec`` fields of the transport between hosts)."""
+        plan = self.plan
+        return HostSpec(
+            host_id=host_id,
+            nodes=[portable(plan.nodes[n]) for n in names],
+            edges=[
+                e
+                for e in plan.edges
+                if host_id in (self.placement[e.upstream], self.placement[e.downstream])
+            ],
+            placement=dict(self.placement),
+            mode=plan.mode,
+            start=plan.start,
+            sources_upstream={n: plan.sources_upstream(n) for n in names},
+            log_level=logging.getLogger("framepipe").getEffectiveLevel(),
+            clock=plan.clock,
+            **transport,
+        )
+
+    @abstractmethod
+    def host_stats(self) -> list[dict[str, NodeStats]]:
+        """The latest statistics each host in another process reported."""
+
+    def main_done(self) -> bool:
+        """Whether the caller's host (if any) has started and ended, or was stopped and ended."""
+        main = self.main_host
+        return main is None or (
+            (main.go_event.is_set() or self.stop_event.is_set()) and main.done()
+        )
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def stats(self) -> RunStats:
+        merged: dict[str, NodeStats] = {}
+        for stats in self.host_stats():
+            merged.update(stats)
+        if self.main_host is not None:
+            merged.update(self.main_host.stats())
+        return RunStats(ordered_stats(merged, self.plan.order))
+
+    def final_states(self) -> dict[str, Any]:
+        return dict(self._final_states)

@@ -41,6 +41,7 @@ import cloudpickle
 from .._graph import Edge, Node
 from .._policy import Queue
 from ..stats import NodeStats, StatsRecorder
+from ..transport._seam import Exporter, SourceBuffers
 from ..transport._shm import SharedFrames, SharedSourceBuffers
 from ._clock import SYSTEM_CLOCK, Clock
 from ._inbox import EMPTY, Inbox
@@ -199,22 +200,14 @@ class Host:
                 return DirectOutlet(self.runners[downstream], edge.id)
             self._queued.add(downstream)
             return LocalOutlet(self.inboxes[downstream], edge.id, self.stop_event, self._lease)
-        outlet = RemoteOutlet(
-            edge.id,
-            self.spec.columns[edge.id],
-            edge.upstream,
-            downstream,
-            edge.policy,
-            self.shared,
-            self.stop_event,
-            self.stopped,
-        )
+        outlet = self.outlet_to_host(edge)
         self.remote_outlets.append(outlet)
         return outlet
 
     def _build_runner(self, node: Node, out_edges: list[Edge]) -> None:
         outlets = [self._outlet(edge) for edge in out_edges]
-        remote = any(isinstance(outlet, RemoteOutlet) for outlet in outlets)
+        # Frames for other hosts live in the transport between hosts from the start.
+        crosses = any(not self.here(edge.downstream) for edge in out_edges)
         recorder = self.recorders[node.name]
         if node.kind == "source":
             self.sources[node.name] = SourceRunner(
@@ -225,7 +218,7 @@ class Host:
                 start=self.spec.start,
                 stop=self.stop_event,
                 on_fatal=self.on_fatal,
-                buffers=SharedSourceBuffers(self.shared) if remote else None,
+                buffers=self.source_buffers() if crosses else None,
                 on_error=self.on_failure,
                 clock=self.spec.clock,
             )
@@ -240,7 +233,7 @@ class Host:
             stop=self.stop_event,
             on_fatal=self.on_fatal,
             sink_context=self.sink_context,
-            exporter=self.shared.export if remote else None,
+            exporter=self.exporter() if crosses else None,
             on_failure=self.on_failure,
             clock=self.spec.clock,
         )
@@ -249,6 +242,29 @@ class Host:
         self.runners[node.name] = runner
         for child in runner.children.values():
             self.recorders[child.name] = child
+
+    # -- the transport between hosts: shared memory and sockets (a Ray host overrides) --
+
+    def outlet_to_host(self, edge: Edge) -> Any:
+        """The producer's end of ``edge``, whose consumer runs in another host."""
+        return RemoteOutlet(
+            edge.id,
+            self.spec.columns[edge.id],
+            edge.upstream,
+            edge.downstream,
+            edge.policy,
+            self.shared,
+            self.stop_event,
+            self.stopped,
+        )
+
+    def source_buffers(self) -> SourceBuffers | None:
+        """Memory for a source whose frames go to other hosts (None: its own arrays)."""
+        return SharedSourceBuffers(self.shared)
+
+    def exporter(self) -> Exporter | None:
+        """Prepares a producer's frames for other hosts (None: they go as they are)."""
+        return self.shared.export
 
     def _lease(self, frame: Any, edge_id: int) -> Callable[[], None]:
         return self.shared.lease_frame(frame._handles, self.spec.columns[edge_id])
@@ -632,7 +648,7 @@ def _serve(conn: Connection, host: Host, report: Reporter, wake_read: int, wake_
                 host.stop()
                 host.wait(5.0)
                 return
-            _obey(host, command)
+            obey(host, command)
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + STATS_EVERY
             report(Stats(host.stats()))
@@ -640,7 +656,7 @@ def _serve(conn: Connection, host: Host, report: Reporter, wake_read: int, wake_
     report(Done(host.stats(), host.final_states()))
 
 
-def _obey(host: Host, command: Any) -> None:
+def obey(host: Host, command: Any) -> None:
     match command:
         case Connect(addresses):
             host.connect(addresses)

@@ -26,28 +26,23 @@ import cloudpickle
 
 from .._errors import WorkerError
 from .._graph import Edge, Node, Plan
-from ..stats import NodeStats, RunStats
+from ..stats import NodeStats
 from ..transport import _shm
-from ._executor import MAIN, Executor
-from ._host import Host, HostSpec, host_main, portable, replay_log
+from ._executor import MAIN, SupervisedExecutor
+from ._host import Host, HostSpec, host_main
 from ._messages import (
     Command,
     Connect,
     Done,
-    Failure,
-    Fatal,
     Go,
     Listening,
-    Log,
     Ready,
     Report,
     Segment,
     Stats,
     Stop,
-    error_of,
 )
 from ._remote import Waker
-from ._runners import ordered_stats
 
 log = logging.getLogger("framepipe")
 
@@ -94,7 +89,7 @@ class _Worker:
             self.conn.send(message)
 
 
-class ProcessExecutor(Executor):
+class ProcessExecutor(SupervisedExecutor):
     """Runs each node in its own process (nodes may opt out with ``executor="threads"``)."""
 
     def __init__(self, plan: Plan) -> None:
@@ -104,14 +99,9 @@ class ProcessExecutor(Executor):
         self.socket_dir = tempfile.mkdtemp(prefix=f"framepipe-{self.run_id}-")
         self.placement = {name: self._place(plan.nodes[name]) for name in plan.order}
         self.workers: dict[str, _Worker] = {}
-        self.main_host: Host | None = None
         self.main_segments: list[str] = []
         self.addresses: dict[str, str] = {}
-        self._final_states: dict[str, Any] = {}
-        self._done = threading.Event()
         self._cleaned = False
-        self._lock = threading.Lock()
-        self._supervisor: threading.Thread | None = None
         self._ctx = start_context()
         self._main_ready = threading.Event()
         self._rescan = Waker()  # set when a worker is added: the supervisor waits on it too
@@ -126,33 +116,18 @@ class ProcessExecutor(Executor):
         return node.name
 
     def _spec(self, host_id: str, names: list[str], index: int) -> HostSpec:
-        plan = self.plan
-        edges = [
-            e
-            for e in plan.edges
-            if self.placement[e.upstream] == host_id or self.placement[e.downstream] == host_id
-        ]
-        return HostSpec(
-            host_id=host_id,
+        return self.host_spec(
+            host_id,
+            names,
             segment_prefix=f"{self.prefix}_{index}",
-            nodes=[portable(plan.nodes[n]) for n in names],
-            edges=edges,
-            placement=dict(self.placement),
-            mode=plan.mode,
-            start=plan.start,
             socket_dir=self.socket_dir,
-            sources_upstream={n: plan.sources_upstream(n) for n in names},
             columns=self.columns.mapping(),
-            log_level=logging.getLogger("framepipe").getEffectiveLevel(),
-            clock=plan.clock,
         )
 
     # -- start -------------------------------------------------------------------------
 
     def start(self) -> None:
-        groups: dict[str, list[str]] = {}
-        for name in self.plan.order:
-            groups.setdefault(self.placement[name], []).append(name)
+        groups = self.hosts()
         try:
             for host_id, names in groups.items():
                 if host_id == MAIN:
@@ -166,10 +141,7 @@ class ProcessExecutor(Executor):
                     spec,
                     stop=self.stop_event,
                     report=self._main_report,
-                    sink_context={
-                        "pipeline_stats": self.stats,
-                        "pipeline_graph": self.plan.describe,
-                    },
+                    sink_context=self.sink_context(),
                 )
             self._supervisor = threading.Thread(
                 target=self._supervise, daemon=True, name="framepipe-supervisor"
@@ -250,19 +222,6 @@ class ProcessExecutor(Executor):
             case _:
                 self.report(message)
 
-    def report(self, message: Report) -> bool:
-        """Handle what any host reports about the run; False if it is not about the run."""
-        match message:
-            case Fatal(node):
-                self.on_fatal(node, error_of(message))
-            case Failure(node):
-                self.on_failure(node, error_of(message))
-            case Log(fields):
-                replay_log(fields)
-            case _:
-                return False
-        return True
-
     # -- supervise -----------------------------------------------------------------------
 
     def _supervise(self) -> None:
@@ -273,10 +232,8 @@ class ProcessExecutor(Executor):
                         w for w in self.workers.values() if not w.dead and not w.done.is_set()
                     ]
                 main = self.main_host
-                main_done = main is None or (
-                    (main.go_event.is_set() or self.stop_event.is_set()) and main.done()
-                )
-                if not workers and main_done and (self.workers or self.main_host):
+                main_done = self.main_done()
+                if not workers and main_done and (self.workers or main):
                     break
                 waitables: list[Any] = [w.conn for w in workers] + [
                     w.process.sentinel for w in workers
@@ -411,9 +368,6 @@ class ProcessExecutor(Executor):
             self._cleanup()
             self._done.set()
 
-    def join(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
     def kill(self) -> None:
         self.request_stop()
         for worker in self.workers.values():
@@ -425,16 +379,8 @@ class ProcessExecutor(Executor):
             if worker.process.is_alive():
                 worker.process.kill()
 
-    def stats(self) -> RunStats:
-        merged: dict[str, NodeStats] = {}
-        for worker in list(self.workers.values()):
-            merged.update(worker.stats)
-        if self.main_host is not None:
-            merged.update(self.main_host.stats())
-        return RunStats(ordered_stats(merged, self.plan.order))
-
-    def final_states(self) -> dict[str, Any]:
-        return dict(self._final_states)
+    def host_stats(self) -> list[dict[str, NodeStats]]:
+        return [worker.stats for worker in list(self.workers.values())]
 
     def worker_pids(self) -> dict[str, int]:
         return {

@@ -53,20 +53,21 @@ def check_executor(value: Any, *, what: str) -> str:
     raise GraphError(f"{what} must be one of {executor_names()}, got {value!r}{hint}")
 
 
-def create(name: str, plan: Plan) -> Executor:
-    """A new executor of kind ``name`` for ``plan``.
+def create(name: str, plan: Plan, **options: Any) -> Executor:
+    """A new executor of kind ``name`` for ``plan`` (``options`` add to the entry's).
 
     A node that asks for an out-of-process executor moves the run to it (the
     other nodes keep theirs through their placement there).
     """
-    wanted = {node.options.executor for node in plan.nodes.values()} - {None, name}
-    for other in wanted:
-        if other in _ENTRIES and _ENTRIES[other].out_of_process:
-            name = other
     entry = _ENTRIES[check_executor(name, what="executor")]
+    if not entry.out_of_process:  # an out-of-process run keeps its executor
+        wanted = {node.options.executor or name for node in plan.nodes.values()} - {name}
+        for other in sorted(wanted):
+            if other in _ENTRIES and _ENTRIES[other].out_of_process:
+                entry = _ENTRIES[other]
     module, _, attr = entry.target.partition(":")
     factory = getattr(importlib.import_module(module), attr)
-    executor: Executor = factory(plan, **entry.options)
+    executor: Executor = factory(plan, **entry.options, **options)
     return executor
 
 
@@ -86,5 +87,11 @@ register(
     "processes",
     "framepipe.runtime._processes:ProcessExecutor",
     "a process per node, frames in shared memory",
+    out_of_process=True,
+)
+register(
+    "ray",
+    "framepipe.runtime._ray:RayExecutor",
+    "a host per machine of a Ray cluster, placed by resources= (needs framepipe[ray])",
     out_of_process=True,
 )

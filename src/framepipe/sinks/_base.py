@@ -66,6 +66,8 @@ class Sink(ABC):
     #: Run this sink in the caller's process even under ``executor="processes"``
     #: (callbacks that touch the caller's objects).
     in_caller_process: bool = False
+    #: Whether ``write`` reads ``frame.image`` (see ``Stage.reads_pixels``).
+    reads_pixels: bool = True
 
     def open(self) -> None:
         """Acquire resources. Called once, inside the worker."""

@@ -48,6 +48,8 @@ class Collect(Sink):
         collect.results["detect"][0]
     """
 
+    reads_pixels = False  # results only
+
     def __init__(self) -> None:
         self.results: dict[str, dict[Any, Any]] = {}
 

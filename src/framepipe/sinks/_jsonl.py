@@ -41,6 +41,8 @@ class JsonLines(Sink):
         # later: [json.loads(line)["results"]["detect"] for line in open("out/detections.jsonl")]
     """
 
+    reads_pixels = False  # results only
+
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
         self.path = Path(path)
         self.append = append

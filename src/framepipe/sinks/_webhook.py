@@ -71,6 +71,8 @@ class Webhook(Sink):
         print(hook.sent, hook.failed, hook.dropped)
     """
 
+    reads_pixels = False  # results only
+
     def __init__(
         self,
         url: str,

@@ -150,6 +150,8 @@ class _Sides:
 class _Counter(Stage):
     """What both counters share: finding new detected boxes and skipping repeats."""
 
+    reads_pixels = False  # results only
+
     detections: str | None
     classes: frozenset[str] | None
     min_crossing: int

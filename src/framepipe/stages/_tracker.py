@@ -226,6 +226,8 @@ class Tracker(Stage):
         # frame.results["track"].tracker_id -> array([1, 2, 5])
     """
 
+    reads_pixels = False  # results only
+
     def __init__(
         self,
         detections: str | None = "detect",
