@@ -52,7 +52,9 @@ def test_realtime_paces_file_like_sources(executor: str) -> None:
     pipe.run(mode="realtime", executor=executor)
     took = time.monotonic() - began
     times = sorted(collect.results["a"].values())
-    assert times[-1] - times[0] == pytest.approx(29 / 20, abs=0.3)
+    # Paced: 29 intervals of 50 ms (unpaced, it takes milliseconds); a loaded machine
+    # may process the last frame late, never early.
+    assert 1.15 <= times[-1] - times[0] <= 3.0
     assert took >= 1.3
 
 

@@ -75,9 +75,11 @@ class Waker:
         return self._read
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
+            if fd >= 0:  # never twice: the number may belong to another file by then
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 def encode(frame: Frame, skipped: int = 0) -> bytes:
