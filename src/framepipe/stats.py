@@ -201,13 +201,15 @@ class StatsRecorder:
         """
         now = time.perf_counter()
         self.processed += count
-        self._latency.add(latency)
+        self._add_latency(latency)
+        if latency > self._latency.max:
+            self._latency.max = latency
         if age is not None:
             self._age.add(age)
         if wait is not None:
             self._wait.add(wait)
         if count == 1:
-            self._done_times.append(now)
+            self._add_done(now)
         else:
             self._done_times.extend([now] * count)
         if self._first is None:
