@@ -32,6 +32,8 @@ class ReadOnlyResults(dict[str, Any]):
 
 #: The results of a frame straight from its source.
 NO_RESULTS = ReadOnlyResults()
+#: How framepipe itself adds to a ``ReadOnlyResults`` (looked up once: the per-hop path).
+_set_item = dict.__setitem__
 
 
 def with_result(results: dict[str, Any], name: str, value: Any) -> ReadOnlyResults:
@@ -40,7 +42,7 @@ def with_result(results: dict[str, Any], name: str, value: Any) -> ReadOnlyResul
         value = value.view()
         value.flags.writeable = False
     out = ReadOnlyResults(results)
-    dict.__setitem__(out, name, value)
+    _set_item(out, name, value)
     return out
 
 

@@ -186,6 +186,10 @@ class StatsRecorder:
         self._wait = _Samples(keep)
         self._age = _Samples(keep)
         self._done_times: deque[float] = deque(maxlen=4096)
+        # Bound once: ``record_one`` runs on every frame of every inline node.
+        self._add_latency = self._latency.recent.append
+        self._add_age = self._age.recent.append
+        self._add_done = self._done_times.append
         self._fps_window = fps_window
         self._started = time.perf_counter()
         self._first: float | None = None
@@ -203,13 +207,15 @@ class StatsRecorder:
         """
         now = time.perf_counter()
         self.processed += count
-        self._latency.add(latency)
+        self._add_latency(latency)
+        if latency > self._latency.max:
+            self._latency.max = latency
         if age is not None:
             self._age.add(age)
         if wait is not None:
             self._wait.add(wait)
         if count == 1:
-            self._done_times.append(now)
+            self._add_done(now)
         else:
             self._done_times.extend([now] * count)
         if self._first is None:
@@ -220,15 +226,13 @@ class StatsRecorder:
         """``record`` for one frame, with ``now`` from ``time.perf_counter()``: the
         inline executor's hot path, which has just read the clock."""
         self.processed += 1
-        samples = self._latency
-        samples.recent.append(latency)
-        if latency > samples.max:
-            samples.max = latency
-        samples = self._age
-        samples.recent.append(age)
-        if age > samples.max:
-            samples.max = age
-        self._done_times.append(now)
+        self._add_latency(latency)
+        if latency > self._latency.max:
+            self._latency.max = latency
+        self._add_age(age)
+        if age > self._age.max:
+            self._age.max = age
+        self._add_done(now)
         if self._first is None:
             self._first = now - latency
         self._last = now

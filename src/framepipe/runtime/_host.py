@@ -369,15 +369,18 @@ class Host:
                 for source in self.sources.values():
                     source.open()
                 active = list(self.sources.values())
+                queued = [r for r in self.runners.values() if r.name in self._queued]
                 while active and not self.stop_event.is_set():
-                    queued = [r for r in self.runners.values() if r.name in self._queued]
                     for source in list(active):
                         if not source.step():
                             active.remove(source)
-                        self._drain(queued)
-                    with self._lock:
-                        active.extend(self._pending_sources)
-                        self._pending_sources.clear()
+                        if queued:
+                            self._drain(queued)
+                    if self._pending_sources:  # a hot add (checked without the lock: per frame)
+                        with self._lock:
+                            active.extend(self._pending_sources)
+                            self._pending_sources.clear()
+                        queued = [r for r in self.runners.values() if r.name in self._queued]
             for source in self.sources.values():
                 source.finish()
             if self.stop_event.is_set():

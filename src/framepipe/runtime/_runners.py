@@ -126,10 +126,6 @@ class SourceRunner:
         self.ended = False
         self.error: BaseException | None = None
 
-    # The source sees one stop flag for both a run stop and its own removal.
-    def _stopping(self) -> bool:
-        return self.removed.is_set() or self.stop_event.is_set()
-
     def open(self) -> None:
         self.context = SourceContext(
             self.name,
@@ -150,7 +146,8 @@ class SourceRunner:
         """Produce and deliver one frame; False once the source has ended (or failed)."""
         if self.ended:
             return False
-        if self._iterator is None or self._stopping():
+        # The source sees one stop flag (``removed``) for both a run stop and its own removal.
+        if self._iterator is None or self.removed.is_set() or self.stop_event.is_set():
             self.finish()
             return False
         try:
