@@ -239,7 +239,7 @@ BAD = [
     pytest.param(
         MINIMAL,
         ["mode=fast"],
-        ["mode: must be 'auto', 'offline' or 'realtime', got 'fast'"],
+        ["mode: must be 'auto', 'offline', 'realtime' or 'replay', got 'fast'"],
         id="mode",
     ),
     pytest.param(MINIMAL, ["duration=0"], ["duration: must be > 0, got 0"], id="duration"),

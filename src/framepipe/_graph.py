@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ from .sinks._base import Sink
 from .sources._base import Source
 
 if TYPE_CHECKING:
+    from ._profile import Profile
     from ._run import Run
     from .stats import RunStats
 
-MODES = ("offline", "realtime")
+MODES = ("offline", "realtime", "replay")
 EXECUTORS = ("inline", "threads", "processes")
 #: Default policy of a sink's inputs in real-time mode: absorb jitter, stay bounded.
 SINK_DEFAULT = Queue(16, "drop_oldest")
@@ -129,6 +131,8 @@ class Pipeline:
     - ``executor=``: run this node under another executor than the pipeline's
       (``"threads"`` puts it in a thread of the caller's process,
       ``"processes"`` in its own process).
+    - ``cost=``: seconds per frame in ``mode="replay"`` (a number, or a
+      function of the frame); see docs/replay.md.
     """
 
     def __init__(self, name: str = "pipeline") -> None:
@@ -234,7 +238,17 @@ class Pipeline:
         return names
 
     def _options(self, name: str, options: dict[str, Any]) -> NodeOptions:
-        known = {"fps", "interval", "window", "policy", "max_age", "on_error", "join", "executor"}
+        known = {
+            "fps",
+            "interval",
+            "window",
+            "policy",
+            "max_age",
+            "on_error",
+            "join",
+            "executor",
+            "cost",
+        }
         unknown = set(options) - known
         if unknown:
             raise GraphError(
@@ -282,12 +296,16 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        profile: Profile | str | os.PathLike[str] | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
         ``mode="auto"`` picks ``"realtime"`` when any source is live (camera,
-        stream) and ``"offline"`` otherwise. Use the returned run as a context
-        manager, or call ``run.stop()``.
+        stream) and ``"offline"`` otherwise. ``mode="replay"`` plays file
+        sources as live cameras on a simulated clock, each node costing its
+        ``cost=`` or what ``profile`` (a ``Profile`` or its JSON file) says;
+        ``duration`` then counts media seconds (see docs/replay.md). Use the
+        returned run as a context manager, or call ``run.stop()``.
         """
         from ._run import Run
 
@@ -300,11 +318,19 @@ class Pipeline:
             raise GraphError(f"executor must be one of {EXECUTORS}, got {executor!r}")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
+        if profile is not None and mode != "replay":
+            raise GraphError(f"profile= is for mode='replay', not mode={mode!r}")
+        if isinstance(profile, str | os.PathLike):
+            from ._profile import Profile
+
+            profile = Profile.load(profile)
         with self._lock:
             if self._run is not None and self._run.running:
                 raise GraphError(f"pipeline {self.name!r} is already running")
             plan = self.plan(mode, start)
-            self._run = Run(plan, executor, duration=duration, stop_timeout=stop_timeout)
+            self._run = Run(
+                plan, executor, duration=duration, stop_timeout=stop_timeout, profile=profile
+            )
         self._run.start()
         return self._run
 
@@ -316,6 +342,7 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        profile: Profile | str | os.PathLike[str] | None = None,
     ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
 
@@ -324,7 +351,14 @@ class Pipeline:
         dies. On Ctrl-C or SIGTERM the run stops cleanly (outputs flushed, no
         shared memory or processes left) and the interruption is re-raised.
         """
-        run = self.start(mode, executor, duration=duration, start=start, stop_timeout=stop_timeout)
+        run = self.start(
+            mode,
+            executor,
+            duration=duration,
+            start=start,
+            stop_timeout=stop_timeout,
+            profile=profile,
+        )
         run.join()
         return run
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -137,6 +138,8 @@ class NodeOptions:
     on_error: str = "skip"
     join: str = "each"
     executor: str | None = None
+    #: Seconds per frame in a replay: a number or ``fn(frame) -> seconds``.
+    cost: float | Callable[[Any], float] | None = None
 
     @classmethod
     def build(
@@ -151,6 +154,7 @@ class NodeOptions:
         on_error: str = "skip",
         join: str = "each",
         executor: str | None = None,
+        cost: float | Callable[[Any], float] | None = None,
     ) -> NodeOptions:
         from ._errors import GraphError
 
@@ -187,6 +191,13 @@ class NodeOptions:
                 f"node {node!r}: executor must be 'inline', 'threads' or "
                 f"'processes', got {executor!r}"
             )
+        if cost is not None and not callable(cost):
+            if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
+                raise GraphError(
+                    f"node {node!r}: cost must be seconds >= 0 or a function of the frame, "
+                    f"got {cost!r}"
+                )
+            cost = float(cost)
         return cls(
             fps=fps,
             window=window,
@@ -195,4 +206,5 @@ class NodeOptions:
             on_error=on_error,
             join=join,
             executor=executor,
+            cost=cost,
         )

@@ -114,8 +114,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _check_run_options(mode: str | None, executor: str | None, duration: float | None) -> None:
     """Usage errors (exit 2) for --mode, --executor and --duration."""
-    if mode is not None and mode not in ("auto", "offline", "realtime"):
-        raise _fail(f"--mode must be auto, offline or realtime, got {mode!r}", EXIT_USAGE)
+    if mode is not None and mode not in ("auto", "offline", "realtime", "replay"):
+        raise _fail(f"--mode must be auto, offline, realtime or replay, got {mode!r}", EXIT_USAGE)
     if executor is not None and executor not in ("inline", "threads", "processes"):
         raise _fail(
             f"--executor must be inline, threads or processes, got {executor!r}", EXIT_USAGE
@@ -414,7 +414,9 @@ def run(
     ] = None,
     mode: Annotated[
         str | None,
-        typer.Option(help="auto, offline or realtime (overrides the file).", show_default=False),
+        typer.Option(
+            help="auto, offline, realtime or replay (overrides the file).", show_default=False
+        ),
     ] = None,
     executor: Annotated[
         str | None,

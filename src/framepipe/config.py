@@ -3,7 +3,7 @@
 A pipeline file names its sources, stages and sinks, with their options::
 
     name: traffic
-    mode: realtime            # auto (default) | offline | realtime
+    mode: realtime            # auto (default) | offline | realtime | replay
     executor: processes       # threads (default) | inline | processes
     duration: 60              # seconds; omit to run until the sources end or Ctrl-C
     sources:
@@ -76,7 +76,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+)
 
 from . import sinks, sources, stages
 from ._errors import ConfigError, FramepipeError
@@ -89,7 +97,17 @@ from .sources import Source
 __all__ = ["NODE_OPTIONS", "PipelineSpec", "RunOptions", "load_pipeline", "parse_pipeline"]
 
 #: Keys of a stage or sink that are node options, not constructor arguments.
-NODE_OPTIONS = ("fps", "interval", "window", "policy", "max_age", "join", "on_error", "executor")
+NODE_OPTIONS = (
+    "fps",
+    "interval",
+    "window",
+    "policy",
+    "max_age",
+    "join",
+    "on_error",
+    "executor",
+    "cost",
+)
 _SECTIONS = {"sources": "source", "stages": "stage", "sinks": "sink"}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -143,6 +161,7 @@ class StageSpec(_NodeSpec):
     join: Literal["each", "merge", "latest"] = "each"
     on_error: Literal["skip", "stop", "restart"] = "skip"
     executor: Literal["inline", "threads", "processes"] | None = None
+    cost: NonNegativeFloat | None = Field(default=None, description="seconds per frame, replay")
 
     @field_validator("after", mode="before")
     @classmethod
@@ -191,7 +210,7 @@ class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="pipeline", min_length=1)
-    mode: Literal["auto", "offline", "realtime"] = "auto"
+    mode: Literal["auto", "offline", "realtime", "replay"] = "auto"
     executor: Literal["inline", "threads", "processes"] = "threads"
     duration: PositiveFloat | None = None
     sources: list[SourceSpec] = Field(min_length=1)
