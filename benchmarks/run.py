@@ -31,6 +31,7 @@ SCENARIOS = {
     "decode": "benchmarks.decode",
     "rtsp_latency": "benchmarks.rtsp_latency",
     "detection": "benchmarks.detection",
+    "streams": "benchmarks.streams",
 }
 
 
