@@ -77,6 +77,19 @@ class Plan:
             todo.extend(node.inputs)
         return tuple(sorted(seen))
 
+    def needed_fps(self, source: str) -> float | None:
+        """The highest rate a consumer of ``source`` selects, in real time; ``None`` when
+        some consumer takes every frame (no ``fps=``, or a window) or the run is offline."""
+        if self.mode == "offline":
+            return None
+        rates = []
+        for edge in self.outputs_of(source):
+            options = self.nodes[edge.downstream].options
+            if options.fps is None or options.window is not None:
+                return None
+            rates.append(options.fps)
+        return max(rates) if rates else None
+
     def describe(self) -> dict[str, Any]:
         """Nodes and edges, JSON-friendly (for the web view and ``framepipe info``)."""
         nodes = []

@@ -212,6 +212,7 @@ class LocalExecutor(Executor):
             start=self.plan.start,
             stop=self.stop_event,
             on_fatal=self.on_fatal,
+            needed_fps=self.plan.needed_fps(node.name),
         )
 
     # -- running -----------------------------------------------------------------

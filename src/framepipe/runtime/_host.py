@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
@@ -53,6 +53,7 @@ class HostSpec:
     start: float
     socket_dir: str
     sources_upstream: dict[str, tuple[str, ...]]
+    needed_fps: dict[str, float | None] = field(default_factory=dict)
 
 
 def portable(node: Node) -> Node:
@@ -153,6 +154,7 @@ class Host:
                 on_fatal=self.on_fatal,
                 slots=self.shared,
                 export=remote,
+                needed_fps=self.spec.needed_fps.get(node.name),
             )
         else:
             self.runners[node.name] = NodeRunner(

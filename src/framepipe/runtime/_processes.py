@@ -122,6 +122,7 @@ class ProcessExecutor(Executor):
             start=plan.start,
             socket_dir=self.socket_dir,
             sources_upstream={n: plan.sources_upstream(n) for n in names},
+            needed_fps={n: plan.needed_fps(n) for n in names},
         )
 
     # -- start -------------------------------------------------------------------------

@@ -303,6 +303,7 @@ class ReplayExecutor(Executor):
                     start=plan.start,
                     stop=self.stop_event,
                     on_fatal=self.on_fatal,
+                    needed_fps=plan.needed_fps(name),
                 )
             elif node.kind in ("stage", "sink"):
                 runner = NodeRunner(

@@ -79,8 +79,10 @@ class SourceRunner:
         on_fatal: FatalHandler,
         slots: Slots | None = None,
         export: bool = False,
+        needed_fps: float | None = None,
     ) -> None:
         self.node, self.name = node, node.name
+        self.needed_fps = needed_fps  # what consumers select: lets a decoder skip frames
         self.source: Source = node.obj
         self.outlets = outlets
         self.recorder = recorder
@@ -112,6 +114,7 @@ class SourceRunner:
             allocate=self._allocate if self.export else None,
             on_state=self.recorder.set_state,
             on_drop=lambda n: self.recorder.drop("late", n),
+            needed_fps=self.needed_fps,
         )
         self.recorder.set_state("connecting" if self.source.live else "running")
         try:
