@@ -64,12 +64,12 @@ def _cpu_seconds(process: psutil.Process) -> float:
 
 
 def measure_streams(
-    pipe: fp.Pipeline, streams: int, executor: str, seconds: float
+    pipe: fp.Pipeline, streams: int, executor: str, seconds: float, workers: int | None = None
 ) -> tuple[fp.RunStats, float]:
     """Run N copies in real time for ``seconds``; (final stats, CPU seconds per wall second)."""
     many = planner.replicate(pipe, streams)
     me = psutil.Process()
-    run = many.start(mode="realtime", executor=executor)
+    run = many.start(mode="realtime", executor=executor, workers=workers)
     try:
         time.sleep(1.0)  # startup (workers, models): not part of the figure
         cpu0, wall0 = _cpu_seconds(me), time.monotonic()
@@ -179,8 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         report.add(measurement)
     report.table()
     return 0
-
-
 
 
 if __name__ == "__main__":

@@ -106,3 +106,36 @@ def test_skipping_in_a_real_time_run(clips, executor: str) -> None:
     assert stats["cam"].processed + stats["cam"].dropped_by["late"] == 3 * 16, stats
     assert stats["s0"].processed >= FRAMES // 2 - 3, stats
     assert stats["s0"].fps == pytest.approx(15, rel=0.2), stats
+
+
+def test_workers_bound_the_processes_and_keep_each_camera_together(clips) -> None:
+    from framepipe import planner
+
+    one, _ = camera(clips["ipb"], 15)
+    four = planner.replicate(one, 4)
+    with four.start(mode="offline", executor="processes", workers=2) as run:
+        pids = run.worker_pids()
+        run.wait(60)
+    assert len(set(pids.values())) == 2
+    for k in range(1, 5):  # a camera, its stage and its sink share a process
+        assert pids[f"cam-{k}"] == pids[f"s0-{k}"] == pids[f"out-{k}"]
+    for k in range(1, 5):
+        assert run.stats[f"s0-{k}"].processed == FRAMES // 2
+        assert len(four.nodes[f"out-{k}"].obj.results[f"s0-{k}"]) == FRAMES // 2
+
+
+def test_workers_split_one_camera_across_processes(clips) -> None:
+    pipe, collect = camera(clips["ipb"], 15, 10, 5)
+    with pipe.start(mode="offline", executor="processes", workers=3) as run:
+        pids = run.worker_pids()
+        run.wait(60)
+    assert len(set(pids.values())) == 3
+    assert len(collect.results["s2"]) == 15
+
+
+def test_bad_workers_are_named(clips) -> None:
+    pipe, _ = camera(clips["ipb"], 15)
+    with pytest.raises(fp.GraphError, match="workers= is for executor='processes'"):
+        pipe.run(executor="threads", workers=2)
+    with pytest.raises(fp.GraphError, match="workers must be an int >= 1, got 0"):
+        pipe.run(executor="processes", workers=0)

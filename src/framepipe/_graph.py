@@ -310,6 +310,7 @@ class Pipeline:
         start: float = 0.0,
         stop_timeout: float = 10.0,
         profile: Profile | str | os.PathLike[str] | None = None,
+        workers: int | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
@@ -317,8 +318,11 @@ class Pipeline:
         stream) and ``"offline"`` otherwise. ``mode="replay"`` plays file
         sources as live cameras on a simulated clock, each node costing its
         ``cost=`` or what ``profile`` (a ``Profile`` or its JSON file) says;
-        ``duration`` then counts media seconds (see docs/replay.md). Use the
-        returned run as a context manager, or call ``run.stop()``.
+        ``duration`` then counts media seconds (see docs/replay.md).
+        ``workers=N`` (``executor="processes"``) runs the nodes in N worker
+        processes instead of one each, each camera's source and the stages it
+        feeds together. Use the returned run as a context manager, or call
+        ``run.stop()``.
         """
         from ._run import Run
 
@@ -331,6 +335,11 @@ class Pipeline:
             raise GraphError(f"executor must be one of {EXECUTORS}, got {executor!r}")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
+        if workers is not None:
+            if executor != "processes":
+                raise GraphError(f"workers= is for executor='processes', not {executor!r}")
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+                raise GraphError(f"workers must be an int >= 1, got {workers!r}")
         if profile is not None and mode != "replay":
             raise GraphError(f"profile= is for mode='replay', not mode={mode!r}")
         if isinstance(profile, str | os.PathLike):
@@ -342,7 +351,12 @@ class Pipeline:
                 raise GraphError(f"pipeline {self.name!r} is already running")
             plan = self.plan(mode, start)
             self._run = Run(
-                plan, executor, duration=duration, stop_timeout=stop_timeout, profile=profile
+                plan,
+                executor,
+                duration=duration,
+                stop_timeout=stop_timeout,
+                profile=profile,
+                workers=workers,
             )
         self._run.start()
         return self._run
@@ -356,6 +370,7 @@ class Pipeline:
         start: float = 0.0,
         stop_timeout: float = 10.0,
         profile: Profile | str | os.PathLike[str] | None = None,
+        workers: int | None = None,
     ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
 
@@ -371,6 +386,7 @@ class Pipeline:
             start=start,
             stop_timeout=stop_timeout,
             profile=profile,
+            workers=workers,
         )
         run.join()
         return run

@@ -99,8 +99,10 @@ class Run:
         duration: float | None,
         stop_timeout: float,
         profile: Profile | None = None,
+        workers: int | None = None,
     ) -> None:
         self.plan = plan
+        self.workers = workers
         self.replay_profile = profile
         self.executor_name = executor
         self.duration = duration
@@ -129,7 +131,7 @@ class Run:
         elif self.executor_name == "processes" or wants_processes:
             from .runtime._processes import ProcessExecutor
 
-            self._executor = ProcessExecutor(self.plan)
+            self._executor = ProcessExecutor(self.plan, workers=self.workers)
         else:
             self._executor = LocalExecutor(self.plan, threaded=self.executor_name == "threads")
         self.started_at = time.monotonic()

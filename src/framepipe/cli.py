@@ -782,6 +782,13 @@ def plan(
             help="threads, processes or inline (default: the file's).", show_default=False
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="With processes: the number of worker processes (default: one per node).",
+            show_default=False,
+        ),
+    ] = None,
     cpus: Annotated[
         float | None,
         typer.Option(help="CPU cores to plan for (default: this machine's).", show_default=False),
@@ -825,7 +832,12 @@ def plan(
             err.print("measuring each node's cost (framepipe profile) ...")
             costs = planner.measure(pipe, duration=10.0)
         capacity = planner.forecast(
-            pipe, costs, streams=counts, executor=executor or options.executor, cpus=cpus
+            pipe,
+            costs,
+            streams=counts,
+            executor=executor or options.executor,
+            workers=workers,
+            cpus=cpus,
         )
     except fp.GraphError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None

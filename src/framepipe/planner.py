@@ -283,18 +283,22 @@ def forecast(
     *,
     streams: Iterable[int] = range(1, 17),
     executor: str = "threads",
+    workers: int | None = None,
     cpus: float | None = None,
 ) -> Capacity:
     """Predict what N copies of ``pipe`` do on this machine, for each N in ``streams``.
 
     ``profile`` gives each node's cost (``measure`` or ``Profile.load``); a
-    node it lacks costs its ``cost=``, else nothing. ``executor`` is how the
-    copies would run; ``cpus`` defaults to the cores this process may use.
+    node it lacks costs its ``cost=``, else nothing. ``executor`` (and
+    ``workers=`` for processes) is how the copies would run; ``cpus``
+    defaults to the cores this process may use.
     """
     if executor not in HOP_CPU_S:
         raise GraphError(f"executor must be one of {sorted(HOP_CPU_S)}, got {executor!r}")
     plan = pipe.plan("realtime")
-    model = _Model(plan, profile, executor)
+    if workers is not None and (executor != "processes" or workers < 1):
+        raise GraphError(f"workers= is for executor='processes', >= 1; got {workers!r}")
+    model = _Model(plan, profile, executor, workers)
     cores = float(cpus) if cpus is not None else float(this_machine()["cpus"] or 1)
     counts = sorted(set(int(n) for n in streams))
     if not counts or counts[0] < 1:
@@ -334,9 +338,13 @@ class _NodeModel:
 
 
 class _Model:
-    def __init__(self, plan: Plan, profile: Profile, executor: str) -> None:
+    def __init__(
+        self, plan: Plan, profile: Profile, executor: str, workers: int | None = None
+    ) -> None:
         self.executor = executor
-        self.hop = HOP_CPU_S[executor]
+        self.workers = workers
+        # A camera's frames stay inside its worker when workers are bounded.
+        self.hop = HOP_CPU_S["threads" if workers else executor]
         self.nodes: list[_NodeModel] = []
         for name in plan.order:
             node = plan.nodes[name]
@@ -388,12 +396,20 @@ class _Model:
         rates = self._rates(stretch)
         cpu, serial = 0.0, 0.0
         gil: dict[str, float] = {}
+        pooled = 0.0  # GIL time of nodes spread over ``workers`` processes
         for n in self.nodes:
             processed = rates[n.name][2]
             cpu += processed * (n.cpu + self.hop * n.out_edges)
             serial += processed * n.wall
             per_copy = processed * n.gil * n.wall
-            gil[n.group] = gil.get(n.group, 0.0) + (per_copy * streams if n.shared else per_copy)
+            if self.workers and not n.shared:
+                pooled += per_copy * streams
+            else:
+                gil[n.group] = gil.get(n.group, 0.0) + (
+                    per_copy * streams if n.shared else per_copy
+                )
+        if self.workers:
+            gil["workers"] = pooled / min(self.workers, streams)
         return cpu * streams, max(gil.values(), default=0.0), serial * streams
 
     def _fits(self, streams: int, stretch: float, cores: float) -> bool:
