@@ -57,6 +57,13 @@ def test_threads_share_one_gil(clip_dir) -> None:
     assert processes.largest == 16
     free = planner.forecast(pipe, costs(0.001, 0.010, 0.0), streams=[16], executor="threads")
     assert free.forecasts[0].gil == 0
+    # Two workers: each holds half the cameras, so twice the threads' stream count.
+    two = planner.forecast(
+        pipe, held, streams=range(1, 17), executor="processes", workers=2, cpus=8
+    )
+    assert two.largest == 11
+    with pytest.raises(fp.GraphError, match="workers= is for executor='processes'"):
+        planner.forecast(pipe, held, executor="threads", workers=2)
 
 
 def test_a_node_slower_than_its_rate_never_keeps_up(clip_dir) -> None:
