@@ -11,7 +11,9 @@ capacity planner. It is saved as JSON::
 
 ``wall_s`` and ``cpu_s`` are seconds per frame (for a source: to decode one
 frame); ``gil`` the share of ``cpu_s`` spent holding the GIL (``null`` when
-not measured); ``fps`` the rate the node asks for (``null``: every frame).
+not measured); ``fps`` the rate the node asks for (``null``: every frame), or
+for a source in a replay, the rate it delivered (after skipping frames no
+consumer takes).
 """
 
 from __future__ import annotations
@@ -119,7 +121,11 @@ def profile_of(plan: Any, stats: Any, executor: Any, executor_name: str) -> Prof
     nodes: dict[str, NodeCost] = {}
     for name, node_stats in stats.items():
         node = plan.nodes.get(name)
-        fps = node.options.fps if node is not None and node.kind != "source" else None
+        if node is not None and node.kind == "source":
+            # What it delivered: less than the file's rate when it skipped frames.
+            fps = node_stats.fps if measured is not None and node_stats.fps else None
+        else:
+            fps = node.options.fps if node is not None else None
         if measured is not None and measured[name].frames:
             m = measured[name]
             nodes[name] = NodeCost(

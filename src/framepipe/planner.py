@@ -356,7 +356,8 @@ class _Model:
             wall = max(cost.wall_s, 1e-7)
             cpu = cost.cpu_s if cost.cpu_s is not None else wall
             gil = cost.gil if cost.gil is not None else UNKNOWN_GIL
-            fps = _source_fps(node.obj) if node.kind == "source" else node.options.fps
+            # A source: what it delivered in the profile (frames skipped), else its header.
+            fps = (cost.fps or _source_fps(node.obj)) if node.kind == "source" else node.options.fps
             group, shared = _placement(node, executor)
             self.nodes.append(
                 _NodeModel(
