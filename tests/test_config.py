@@ -394,5 +394,6 @@ def test_node_options_are_the_pipelines() -> None:
             "join": "each",
             "on_error": "skip",
             "executor": "threads",
+            "cost": 0.1,
         }[option]
         pipe.stage(f"n_{option}", lambda f: 1, after="s", **{option: value})
