@@ -165,3 +165,19 @@ stages:
     assert bad.returncode == 2 and "--streams: expected counts" in bad.stderr
     missing = framepipe("plan", spec, "--profile", tmp_path / "nope.json")
     assert missing.returncode == 1 and "nope.json" in missing.stderr
+
+
+def test_the_profile_tells_code_that_holds_the_gil_from_code_that_does_not(clip_dir) -> None:
+    from stages_for_tests import Spin
+
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.VideoFile(clip_dir["h264.mp4"].path))
+    pipe.stage("python", Spin(0.02), after=cam, fps=10)  # pure Python: holds the GIL
+    pipe.stage("waits", Sleepy(0.02), after=cam, fps=10)  # sleeps: releases it
+    profile = planner.measure(pipe)
+    python, waits = profile.nodes["python"], profile.nodes["waits"]
+    assert python.gil is not None and waits.gil is not None, profile
+    assert python.gil > 0.6 and waits.gil < 0.4, profile
+    # One computes all the time, the other sleeps (CPU time, not wall: the machine is shared).
+    assert python.cpu_s is not None and waits.cpu_s is not None
+    assert waits.cpu_s < python.cpu_s / 3, profile

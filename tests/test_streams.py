@@ -139,3 +139,17 @@ def test_bad_workers_are_named(clips) -> None:
         pipe.run(executor="threads", workers=2)
     with pytest.raises(fp.GraphError, match="workers must be an int >= 1, got 0"):
         pipe.run(executor="processes", workers=0)
+
+
+def test_a_network_stream_skips_non_reference_frames_too(
+    clips, serve_directory, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = serve_directory(clips["ipb"].parent)
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.Stream(f"{base}/ipb.mp4", reconnect=False))
+    pipe.stage("s0", lambda f: f.pts, after=cam, fps=15)
+    with caplog.at_level(logging.INFO, logger="framepipe"):
+        run = pipe.run(mode="realtime", executor="threads", duration=20)
+    assert "skipping non-reference frames" in caplog.text
+    assert "decoding all" not in caplog.text
+    assert run.stats["s0"].processed > 0
