@@ -705,12 +705,13 @@ PipelineArgument = Annotated[
 ]
 
 
-def _load_for_planning(pipeline: Path, overrides: list[str] | None) -> fp.Pipeline:
+def _load_for_planning(pipeline: Path, overrides: list[str] | None) -> tuple[fp.Pipeline, str]:
+    """The pipeline of a file, and the executor it asks for."""
     try:
-        pipe, _ = load_pipeline(pipeline, overrides=overrides or ())
+        pipe, options = load_pipeline(pipeline, overrides=overrides or ())
     except fp.ConfigError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    return pipe
+    return pipe, options.executor
 
 
 @app.command()
@@ -737,7 +738,7 @@ def profile(
 
     if not duration > 0:
         raise _fail(f"--duration must be > 0 seconds, got {duration:g}", EXIT_USAGE)
-    pipe = _load_for_planning(pipeline, set_)
+    pipe, _ = _load_for_planning(pipeline, set_)
     try:
         measured = planner.measure(pipe, duration=duration)
     except fp.GraphError as exc:
@@ -821,10 +822,7 @@ def plan(
         counts = planner.parse_streams(streams)
     except fp.GraphError as exc:
         raise _fail(f"--{exc}", EXIT_USAGE) from None
-    try:
-        pipe, options = load_pipeline(pipeline, overrides=set_ or ())
-    except fp.ConfigError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+    pipe, file_executor = _load_for_planning(pipeline, set_)
     try:
         if profile_file is not None:
             costs = fp.Profile.load(profile_file)
@@ -835,7 +833,7 @@ def plan(
             pipe,
             costs,
             streams=counts,
-            executor=executor or options.executor,
+            executor=executor or file_executor,
             workers=workers,
             cpus=cpus,
         )
