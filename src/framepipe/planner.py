@@ -99,7 +99,9 @@ def replicate(pipe: Pipeline, copies: int) -> Pipeline:
     """A pipeline with ``copies`` independent copies of ``pipe``: nodes ``name-1`` ... ``name-N``.
 
     Each copy has its own source, stages and sinks (copied before any of them
-    runs), as N cameras each with the same processing would.
+    runs), as N cameras each with the same processing would. Copies are
+    exact: every copy of a file source plays the same file, and every copy of
+    a sink that writes a file writes the same path.
     """
     if copies < 1:
         raise GraphError(f"copies must be >= 1, got {copies!r}")
