@@ -12,7 +12,7 @@ SHARED_MEDIA = Path(os.environ.get("FRAMEPIPE_SHARED_MEDIA", REPO.parent / "shar
 
 EXECUTORS = ("inline", "threads", "processes")
 
-pytest_plugins: list[str] = ["clip_fixtures"]
+pytest_plugins: list[str] = ["clip_fixtures", "detection_fixtures"]
 
 
 @pytest.fixture(params=EXECUTORS)

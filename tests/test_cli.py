@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,7 +127,8 @@ def test_run_traffic_example_on_the_real_clip(
     assert report["stats"]["detect"]["processed"] == 305  # fps: 10 of a 29.97 fps clip
     counts = [json.loads(line) for line in (tmp_path / "out" / "traffic.jsonl").open()]
     assert len(counts) == 914
-    assert counts[-1]["value"]["in_count"] + counts[-1]["value"]["out_count"] >= 5
+    final = counts[-1]["results"]["count"]
+    assert final["in_count"] + final["out_count"] >= 5
     assert fp.sources.probe(tmp_path / "out" / "traffic.mp4", count_frames=True)["frames"] == 914
 
 
@@ -149,7 +152,7 @@ def test_run_one_liner_tracks_and_writes_video_and_results(media_video, tmp_path
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").open()]
     assert [r["index"] for r in lines] == list(range(109))
-    assert {r["node"] for r in lines} == {"track"}
+    assert all(list(r["results"]) == ["track"] for r in lines)
     video = fp.sources.probe(tmp_path / "annotated.mp4", count_frames=True)
     assert (video["width"], video["height"], video["frames"]) == (640, 480, 109)
     stats = json.loads((tmp_path / "summary.json").read_text())["stats"]
@@ -238,7 +241,7 @@ def test_unknown_options_exit_2() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run"], "give a pipeline file or --source"),
+        (["run"], "nothing to run: give a pipeline file"),
         (["run", "missing.yaml"], "missing.yaml: cannot read the pipeline file"),
         (["run", "good.yaml", "--source", "x.mp4"], "not both"),
         (["run", "good.yaml", "--track"], "--track go with --source"),
@@ -255,6 +258,10 @@ def test_unknown_options_exit_2() -> None:
         (["info", "0"], "info reads video files and streams"),
         (["demo", "--model", "m.onnx"], "--model goes with --source"),
         (["demo", "--duration", "-1"], "--duration must be > 0"),
+        (["run", "--source", "rtsp://[::1/live"], "malformed URL 'rtsp://[::1/live'"),
+        (["info", "rtsp://[::1/live"], "malformed URL 'rtsp://[::1/live'"),
+        (["run", "--source", "clip.mp4", "--detect", "motion", "--conf", "0.5"], "--conf and"),
+        (["run", "good.yaml", "--no-overlay"], "--no-overlay go with --source"),
     ],
 )
 def test_bad_usage_exits_2(
@@ -270,6 +277,105 @@ def test_bad_usage_exits_2(
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()), result.output
+
+
+def test_version() -> None:
+    result = framepipe("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"framepipe {fp.__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["info"], ["demo"], ["bench"]])
+def test_help_shows_no_raw_type_labels(command: list[str]) -> None:
+    result = CliRunner().invoke(cli.app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    for label in ("<bool>", "<str>", "<int>", "<float>", "<path>", "--no-"):
+        if label == "--no-" and "--no-overlay" in result.output:
+            continue
+        assert label not in result.output, result.output
+
+
+def test_bench_help_lists_its_options() -> None:
+    result = CliRunner().invoke(cli.app, ["bench", "--help"])
+    assert "--quick" in result.output and "--only NAME" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--detect", "nosuch"], "unknown model 'nosuch'"),
+        (["--detect", "models/missing.onnx"], "model file not found"),
+    ],
+)
+def test_a_missing_or_unknown_model_is_a_message_with_a_cli_hint(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    result = framepipe("run", "--source", clip, *args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and "--detect path/to/model.onnx" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_known_model_not_on_the_machine_offline_says_where_to_put_it(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    result = framepipe(
+        "run", "--source", clip, "--detect", "yolox_nano", cwd=tmp_path,
+        FRAMEPIPE_MODELS=str(tmp_path / "none"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "FRAMEPIPE_OFFLINE forbids downloading" in text
+    assert "--detect 'path/to/yolox_nano.onnx'" in text and "model=" not in text
+
+
+def test_an_unwritable_output_folder_is_a_message(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    (tmp_path / "file").write_text("not a folder")
+    result = framepipe("run", "--source", clip, "--out", tmp_path / "file" / "out.mp4")
+    assert result.returncode == 1 and "cannot write" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def occupied_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["demo"], ["run", "--source", "SYNTHETIC", "--web"]])
+def test_a_taken_port_exits_1_within_seconds_naming_it(
+    command: list[str], media_video, tmp_path: Path
+) -> None:
+    clip = media_video("bottle-detection.mp4")
+    for port in occupied_port():
+        args = [str(clip) if a == "SYNTHETIC" else a for a in command]
+        began = time.monotonic()
+        result = framepipe(*args, "--port", str(port), "--duration", "30", "--quiet", cwd=tmp_path)
+        assert time.monotonic() - began < 20  # not the 30 s of --duration
+        assert result.returncode == 1, result.stderr
+        assert f"127.0.0.1:{port}" in result.stderr and "Address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_stream_that_never_connected_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        result = framepipe(
+            "run", "--source", f"rtsp://127.0.0.1:{port}/x", "--duration", "3", "--quiet",
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "never connected" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_stream_that_connected_and_stopped_exits_0(mjpeg_server, tmp_path: Path) -> None:
+    result = framepipe("run", "--source", mjpeg_server.url, "--duration", "3", "--quiet")
+    assert result.returncode == 0, result.stderr
 
 
 # -- failures, interruptions, signals --------------------------------------------------------------
@@ -323,7 +429,7 @@ def test_ctrl_c_stops_cleanly_with_exit_130(
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["interrupted"] is True and summary["exit_code"] == 130
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
-    assert lines and all(json.loads(line)["node"] == "index" for line in lines)  # all complete
+    assert lines and all("index" in json.loads(line)["results"] for line in lines)  # all whole
     if prefix is not None:  # Linux: nothing of this run is left in shared memory
         assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix + "_")]
 
@@ -353,7 +459,7 @@ def test_demo_runs_for_its_duration_and_serves_the_page(
     table = process.stdout.read()  # type: ignore[union-attr]
     assert "demo: realtime, threads" in table
     counts = [json.loads(line) for line in (tmp_path / "framepipe-demo.jsonl").open()]
-    assert len(counts) > 60 and counts[-1]["node"] == "count"
+    assert len(counts) > 60 and "count" in counts[-1]["results"]
 
 
 def test_sigterm_stops_the_entry_point_with_exit_143(
@@ -415,3 +521,30 @@ def test_real_time_runs_show_live_statistics() -> None:
         text = render(cli._display(pipe, run, RunOptions("realtime", duration=1), "hello")())
     assert "realtime · threads" in text and "of 1 s" in text and "hello" in text
     assert "index" in text and "running" in text
+
+
+@pytest.mark.parametrize("term", ["dumb", "xterm"])
+def test_the_final_table_is_printed_once(term: str, tmp_path: Path) -> None:
+    # FORCE_TERMINAL: rich believes it writes to a terminal; a dumb one cannot redraw.
+    env = {"FORCE_TERMINAL": "1", "TERM": term}
+    result = framepipe(
+        "run", "--source", "rtsp://127.0.0.1:9/x", "--duration", "2", cwd=tmp_path, **env
+    )
+    output = result.stdout + result.stderr
+    headers = [line for line in output.splitlines() if "node" in line and "processed" in line]
+    assert len(headers) == 1, output
+
+
+def test_no_overlay_and_classes_reach_the_stages(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    pipe = cli.one_liner(
+        str(clip),
+        detect=cli.Detection("motion"),
+        track=False,
+        web=None,
+        video=tmp_path / "out.mp4",
+        jsonl=None,
+        overlay=False,
+    )
+    assert pipe.nodes["annotate"].obj.overlay is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,8 @@ def test_a_file_builds_the_pipeline_it_describes(tmp_path: Path) -> None:
 
     pipe.run(**options.run_kwargs())
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert {r["node"] for r in records} == {"track", "windowed"}
-    assert {r["value"] for r in records if r["node"] == "windowed"} == {3}
+    assert {node for r in records for node in r["results"]} == {"track", "windowed"}
+    assert {r["results"]["windowed"] for r in records if "windowed" in r["results"]} == {3}
 
 
 def test_sinks_follow_the_last_stage_and_positional_args_work(tmp_path: Path) -> None:
@@ -151,7 +152,7 @@ def test_user_stages_by_import_path(tmp_path: Path) -> None:
     pipe, options = load_pipeline(path)
     pipe.run(**options.run_kwargs())
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    values = {(r["node"], r["index"]): r["value"] for r in records}
+    values = {(node, r["index"]): value for r in records for node, value in r["results"].items()}
     assert values[("bright", 0)] is True and values[("dark", 0)] is False
     assert values[("mean", 3)] > 10
     assert values[("double", 5)] == 10
@@ -397,3 +398,41 @@ def test_node_options_are_the_pipelines() -> None:
             "cost": 0.1,
         }[option]
         pipe.stage(f"n_{option}", lambda f: 1, after="s", **{option: value})
+
+
+ALIAS_BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+sources: [{name: cam, type: Synthetic, frames: 3}]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_within_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    began = time.monotonic()
+    with pytest.raises(fp.ConfigError, match=r"bomb\.yaml: the YAML expands to more than"):
+        load_pipeline(path)
+    with pytest.raises(fp.ConfigError, match="expands to more than"):
+        parse_pipeline(ALIAS_BOMB, overrides=["duration=3"])
+    assert time.monotonic() - began < 1.0
+
+
+def test_modest_anchors_and_aliases_still_work() -> None:
+    pipe, _ = parse_pipeline(
+        textwrap.dedent(
+            """
+            sources:
+              - &cam {name: cam, type: Synthetic, frames: 3, width: 64, height: 48}
+              - {<<: *cam, name: cam2}
+            """
+        )
+    )
+    assert set(pipe.nodes) == {"cam", "cam2"}

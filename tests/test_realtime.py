@@ -79,7 +79,7 @@ def test_queue_policies_count_what_they_drop(executor: str) -> None:
     oldest = pipe.stage("oldest", Sleepy(0.1), after=cam, policy=fp.Queue(3, "drop_oldest"))
     newest = pipe.stage("newest", Sleepy(0.1), after=cam, policy=fp.Queue(3, "drop_newest"))
     collect = fp.sinks.Collect()
-    pipe.sink("out", collect, after=[oldest, newest])
+    pipe.sink("out", collect, after=[oldest, newest], join="each")  # not waiting to merge
     run = pipe.run(mode="realtime", executor=executor, duration=2.5)
     for name in ("oldest", "newest"):
         assert run.stats[name].dropped_by["policy"] > 30, run.stats

@@ -15,21 +15,35 @@ from pathlib import Path
 import psutil
 import pytest
 
+from test_cli import shm_prefix
+
 HERE = Path(__file__).resolve().parent
 
 
-def shm_names() -> set[str]:
+def shm_names(prefix: str) -> set[str]:
+    """The shared-memory segments of one run: other programs' runs are not ours to count."""
     try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith("fp_")}
+        return {n for n in os.listdir("/dev/shm") if n.startswith(prefix + "_")}
     except FileNotFoundError:
         return set()
+
+
+def run_prefix(pids: list[int], timeout: float = 5.0) -> str | None:
+    """The shared-memory prefix (``fp_<run id>``) the processes ``pids`` map, if any."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in pids:
+            prefix = shm_prefix(pid)
+            if prefix is not None:
+                return prefix
+        time.sleep(0.05)
+    return None
 
 
 class Program:
     """The pipeline script in its own session (so Ctrl-C can go to its whole group)."""
 
     def __init__(self, executor: str, marker: Path, how: str = "run") -> None:
-        self.before = shm_names()
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -52,6 +66,10 @@ class Program:
         self.family = [self.proc.pid] + [
             c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)
         ]
+        # Threads share no memory between processes; the processes executor maps segments.
+        self.prefix = run_prefix(self.family) if executor == "processes" else None
+        if executor == "processes":
+            assert self.prefix is not None, "the workers map no shared memory"
 
     def wait(self, timeout: float = 30) -> int:
         try:
@@ -64,7 +82,7 @@ class Program:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             alive = [p for p in self.family if _alive(p)]
-            leaked = shm_names() - self.before
+            leaked = shm_names(self.prefix) if self.prefix is not None else set()
             if not alive and not leaked:
                 return
             time.sleep(0.1)

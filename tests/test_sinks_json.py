@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
-from framepipe.sinks._json import MAX_BYTES, dumps, frame_records, to_json
+from framepipe.sinks._json import MAX_BYTES, dumps, frame_record, to_json
 from framepipe.testing import make_frame
 
 
@@ -175,14 +175,15 @@ def test_unknown_objects_fall_back_to_repr_and_never_raise() -> None:
     assert len(to_json(type("Long", (), {"__repr__": lambda self: "y" * 5000})())) <= 1000
 
 
-def test_frame_records_hold_one_record_per_present_node() -> None:
+def test_a_frame_record_holds_the_results_of_the_present_nodes() -> None:
     frame = make_frame(index=7, pts=0.25, source="cam", results={"detect": detections(), "n": 2})
-    records = frame_records(frame, ["detect", "missing", "n"])
-    assert [r["node"] for r in records] == ["detect", "n"]
-    first = records[0]
-    assert set(first) == {"source", "index", "pts", "timestamp", "node", "value"}
-    assert (first["source"], first["index"], first["pts"]) == ("cam", 7, 0.25)
-    assert first["timestamp"] == frame.timestamp
-    assert first["value"][0]["class_name"] == "car"
-    assert records[1]["value"] == 2
-    strict_loads(json.dumps(records))
+    record = frame_record(frame, ["detect", "missing", "n"])
+    assert record is not None
+    assert set(record) == {"source", "index", "pts", "timestamp", "results"}
+    assert (record["source"], record["index"], record["pts"]) == ("cam", 7, 0.25)
+    assert record["timestamp"] == frame.timestamp
+    assert list(record["results"]) == ["detect", "n"]
+    assert record["results"]["detect"][0]["class_name"] == "car"
+    assert record["results"]["n"] == 2
+    strict_loads(json.dumps(record))
+    assert frame_record(frame, ["missing"]) is None

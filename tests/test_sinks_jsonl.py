@@ -41,33 +41,28 @@ def frames_with_results(count: int) -> list[fp.Frame]:
     return frames
 
 
-def test_one_line_per_frame_and_input_node(tmp_path: Path) -> None:
+def test_one_line_per_frame_with_the_results_of_every_input(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     sink = fp.sinks.JsonLines(path)
     run_sink(sink, frames_with_results(5), inputs=("detect", "count"))
     lines = read_lines(path)
-    assert len(lines) == 10 == sink.lines
-    assert [(r["index"], r["node"]) for r in lines[:4]] == [
-        (0, "detect"),
-        (0, "count"),
-        (1, "detect"),
-        (1, "count"),
-    ]
-    first = lines[2]
-    assert set(first) == {"source", "index", "pts", "timestamp", "node", "value"}
+    assert len(lines) == 5 == sink.lines
+    assert [r["index"] for r in lines] == list(range(5))
+    first = lines[1]
+    assert set(first) == {"source", "index", "pts", "timestamp", "results"}
     assert (first["source"], first["pts"]) == ("cam", 0.1)
-    assert first["value"] == [
+    assert first["results"]["detect"] == [
         {"xyxy": [1.0, 1.0, 11.0, 21.0], "confidence": 0.5, "class_id": 2, "class_name": "car"}
     ]
-    assert lines[3]["value"] == 1
+    assert first["results"]["count"] == 1
     # "annotate" is upstream but not an input of the sink: not written.
-    assert {r["node"] for r in lines} == {"detect", "count"}
+    assert all(set(r["results"]) == {"detect", "count"} for r in lines)
 
 
 def test_images_are_written_as_placeholders(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     run_sink(fp.sinks.JsonLines(path), frames_with_results(1), inputs=("annotate",))
-    assert read_lines(path)[0]["value"] == {"image": [48, 64, 3]}
+    assert read_lines(path)[0]["results"]["annotate"] == {"image": [48, 64, 3]}
 
 
 def test_frames_without_input_results_write_nothing(tmp_path: Path) -> None:
@@ -157,7 +152,7 @@ def test_a_killed_writer_leaves_every_completed_line_intact(tmp_path: Path) -> N
     records = [json.loads(line) for line in complete]
     assert len(records) >= 200
     assert [r["index"] for r in records] == list(range(len(records)))
-    assert records[-1]["value"][0] == [float(n) + len(records) - 1 for n in range(4)]
+    assert records[-1]["results"]["stage"][0] == [float(n) + len(records) - 1 for n in range(4)]
     # A line in the middle of being written when the kill came may be cut; none other is.
     assert tail == b"" or not tail.endswith(b"}")
 
@@ -186,8 +181,8 @@ def test_logs_a_pipeline_under_every_executor(tmp_path: Path, executor: str) -> 
     lines = read_lines(path)
     assert len(lines) == 60 == sink.lines
     assert [r["index"] for r in lines] == list(range(60))
-    assert {(r["source"], r["node"]) for r in lines} == {("cam", "detect")}
+    assert {(r["source"], *r["results"]) for r in lines} == {("cam", "detect")}
     assert lines[59]["pts"] == pytest.approx(59 / 30)
-    assert lines[7]["value"] == [
+    assert lines[7]["results"]["detect"] == [
         {"xyxy": [7.0, 0.0, 17.0, 10.0], "confidence": 0.75, "class_id": 0, "class_name": "person"}
     ]

@@ -120,9 +120,9 @@ def test_records_are_posted_in_batches(server: tuple[str, Receiver]) -> None:
     driver.close()
     assert [len(b) for b in receiver.batches] == [4, 4, 2]
     records = receiver.records()
-    assert [r["value"] for r in records] == list(range(10))
-    assert set(records[0]) == {"source", "index", "pts", "timestamp", "node", "value"}
-    assert (records[3]["source"], records[3]["index"], records[3]["node"]) == ("cam", 3, "count")
+    assert [r["results"]["count"] for r in records] == list(range(10))
+    assert set(records[0]) == {"source", "index", "pts", "timestamp", "results"}
+    assert (records[3]["source"], records[3]["index"]) == ("cam", 3)
     assert receiver.headers[0]["X-Token"] == "abc"
     assert receiver.headers[0]["Content-Type"] == "application/json"
     assert (driver.sink.sent, driver.sink.failed, driver.sink.dropped, driver.drops) == (
@@ -180,7 +180,7 @@ def test_retries_give_up_and_client_errors_are_not_retried(server: tuple[str, Re
     assert receiver.wait_for(lambda: len(receiver.batches) == 1)
     driver.close()
     assert receiver.requests == 4
-    assert [r["value"] for r in receiver.records()] == [6, 7, 8]
+    assert [r["results"]["count"] for r in receiver.records()] == [6, 7, 8]
     sink = driver.sink
     assert (sink.sent, sink.failed, sink.dropped) == (3, 6, 0)
     assert driver.drops == 6  # failures are reported as drops too
@@ -288,8 +288,8 @@ def test_posts_a_pipeline_under_every_executor(server: tuple[str, Receiver], exe
     assert [len(b) for b in receiver.batches] == [16, 16, 16, 12]  # the last one sent by close()
     records = receiver.records()
     assert [r["index"] for r in records] == list(range(60))
-    assert {r["node"] for r in records} == {"level"}
-    assert all(isinstance(r["value"], float) for r in records)
+    assert all(list(r["results"]) == ["level"] for r in records)
+    assert all(isinstance(r["results"]["level"], float) for r in records)
     assert (sink.sent, sink.failed, sink.dropped) == (60, 0, 0)  # counters reach the caller
     assert run.stats["notify"].dropped == 0
 

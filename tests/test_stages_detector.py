@@ -313,3 +313,24 @@ def test_yolox_nano_batch_loops_over_a_fixed_batch_model(nano: Path, media_video
     for a, b in zip(one, batched, strict=True):
         np.testing.assert_allclose(a.xyxy, b.xyxy)
         assert a.data["class_name"].tolist() == b.data["class_name"].tolist()
+
+
+def test_max_det_caps_what_survives_nms(nano: Path, media_video) -> None:
+    """A crowded image at conf 0.01: thousands of candidates, some 60 boxes after NMS.
+
+    Capping the candidates before NMS (its ``top_k``) lost boxes that NMS keeps: 55
+    instead of 65 here. The cap applies to what NMS keeps.
+    """
+    clip = video_frames(media_video("slow_traffic_small.mp4"), stop=301)
+    tiles = [f.image for f in clip if f.index in (0, 100, 200, 300)]
+    crowded = np.concatenate(
+        [np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:4], axis=1)], axis=0
+    )
+    frame = make_frame(np.ascontiguousarray(crowded))
+    [uncapped] = run_stage(Detector(nano, conf=0.01, max_det=100_000), [frame])
+    [default] = run_stage(Detector(nano, conf=0.01), [frame])
+    assert 50 <= len(uncapped) < 300
+    # The default cap of 300 is above what NMS keeps, so it removes nothing.
+    np.testing.assert_array_equal(default.xyxy, uncapped.xyxy)
+    [top] = run_stage(Detector(nano, conf=0.01, max_det=5), [frame])
+    assert top.confidence.tolist() == sorted(uncapped.confidence.tolist(), reverse=True)[:5]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import supervision as sv
 
-from framepipe.stages import Detector, Tracker
+from framepipe.stages import Tracker
 from framepipe.stages._detector import make_detections
 from framepipe.testing import make_frame, run_stage
-from test_stages_detector import video_frames
 
 
 def boxes_at(t: int, *, score: float = 0.9) -> sv.Detections:
@@ -90,6 +88,26 @@ def test_carried_forward_detections_are_predicted_not_matched_again() -> None:
         np.testing.assert_allclose(out[t].xyxy, boxes_at(t).xyxy, atol=2.0)
 
 
+def test_predictions_follow_media_time_whatever_the_detection_rate() -> None:
+    """Detections at irregular times; every frame's box is where the motion puts it."""
+    speed = 120.0  # px per media second
+
+    def at(t: float) -> sv.Detections:
+        x = 10 + speed * t
+        return make_detections([[x, 20, x + 60, 60]], [0.9], [2], ["car"])
+
+    fps = 30.0
+    detected_on = {0, 1, 2, 3, 9, 12, 21, 24, 25, 36, 48}  # gaps of 1 to 12 frames
+    results: list[sv.Detections | None] = []
+    for i in range(60):
+        results.append(at(i / fps) if i in detected_on else results[-1])
+    out = run_stage(Tracker("detect"), frames_with(results, fps=fps))
+    for i in range(12, 60):
+        np.testing.assert_allclose(out[i].xyxy[0], at(i / fps).xyxy[0], atol=3.0, err_msg=str(i))
+        assert out[i].data["predicted"].tolist() == [i not in detected_on]
+        assert out[i].metadata["predicted"] is (i not in detected_on)
+
+
 def test_no_detections_yet_and_the_newest_result_by_default(caplog) -> None:
     def frames() -> list:
         return frames_with([None, None, boxes_at(2), boxes_at(3)])
@@ -111,13 +129,10 @@ def test_options_are_checked() -> None:
 # -- a real clip: people walking through one by one -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def people(shared_media: Path, media_video) -> list[sv.Detections]:
+@pytest.fixture
+def people(people_detections: list[sv.Detections]) -> list[sv.Detections]:
     """YOLOX-Nano person detections (conf >= 0.1) for every frame of the clip."""
-    detector = Detector(shared_media / "models" / "yolox_nano.onnx", conf=0.1, classes=["person"])
-    return run_stage(
-        detector, video_frames(media_video("one-by-one-person-detection.mp4"), fps=10.0)
-    )
+    return people_detections
 
 
 def appearances(present: list[bool], max_gap: int) -> list[range]:

@@ -33,13 +33,15 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # The vision stages pull in supervision, scipy and onnxruntime: load them on
-    # first use, so worker processes that never run a vision stage start fast.
+    # The vision stages pull in supervision, scipy and onnxruntime (the "vision" extra):
+    # load them on first use, so worker processes that never run a vision stage start
+    # fast and the engine works without them.
     if name == "stages":
         import importlib
 
         return importlib.import_module(".stages", __name__)
     raise AttributeError(f"module 'framepipe' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

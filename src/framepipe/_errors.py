@@ -73,3 +73,18 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.text
+
+
+def missing_extra(what: str, extra: str, exc: ModuleNotFoundError) -> ModuleNotFoundError:
+    """The error for ``what`` needing an optional part of framepipe that is not installed.
+
+    Example: ``fp.stages needs scipy, from framepipe's "vision" extra: pip install
+    'framepipe[vision]'``.
+    """
+    error = ModuleNotFoundError(
+        f"{what} needs {exc.name}, from framepipe's {extra!r} extra: "
+        f"pip install 'framepipe[{extra}]' (or 'framepipe[all]')",
+        name=exc.name,
+    )
+    error.__cause__ = exc
+    return error

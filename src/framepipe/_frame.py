@@ -3,9 +3,59 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+
+
+class ReadOnlyResults(dict[str, Any]):
+    """``frame.results`` inside a pipeline: a dict that refuses changes.
+
+    Siblings read the same results, so no consumer may change them; a stage
+    passes its own value on by returning it.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "frame.results is read-only (every consumer of the frame reads it): "
+            "return your value from process() instead"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReadOnlyResults, (dict(self),))
+
+
+#: The results of a frame straight from its source.
+NO_RESULTS = ReadOnlyResults()
+
+
+def with_result(results: dict[str, Any], name: str, value: Any) -> ReadOnlyResults:
+    """``results`` (already lent) and one more, lent too: the hot path of ``lent``."""
+    if isinstance(value, np.ndarray) and value.flags.writeable:
+        value = value.view()
+        value.flags.writeable = False
+    out = ReadOnlyResults(results)
+    dict.__setitem__(out, name, value)
+    return out
+
+
+def lent(results: dict[str, Any]) -> ReadOnlyResults:
+    """``results`` as consumers see them: read-only, and so are the arrays in it.
+
+    The borrow rule: a consumer may read a frame's results during its call, never
+    change them, since its siblings read the same objects.
+    """
+    for key, value in results.items():
+        if isinstance(value, np.ndarray) and value.flags.writeable:
+            value = value.view()
+            value.flags.writeable = False
+            results[key] = value
+    return ReadOnlyResults(results)
 
 
 @dataclass(slots=True, eq=False)
@@ -22,7 +72,9 @@ class Frame:
         timestamp: ``time.time()`` when the source captured the frame; the frame's
             age is ``time.time() - timestamp``.
         source: name of the source node the frame came from.
-        results: outputs of upstream stages, keyed by stage name.
+        results: outputs of upstream stages, keyed by stage name. Lent, like
+            ``image``: inside a pipeline it is a read-only dict whose arrays are
+            read-only, so no consumer can change what its siblings see.
     """
 
     image: np.ndarray
@@ -31,7 +83,7 @@ class Frame:
     timestamp: float
     source: str
     results: dict[str, Any] = field(default_factory=dict)
-    #: Shared-memory slots backing ``image`` and array results (runtime only).
+    #: What the transport needs to move and release this frame's data (opaque here).
     _handles: tuple[Any, ...] = field(default=(), repr=False)
 
     @property

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from ._errors import GraphError
 from ._policy import BLOCK, LATEST, NodeOptions, Queue
 from ._stage import FunctionStage, Stage
+from .runtime._clock import SYSTEM_CLOCK, Clock
+from .runtime._registry import executor_names, resolve_mode
 from .sinks._base import Sink
 from .sources._base import Source
 
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from .stats import RunStats
 
 MODES = ("offline", "realtime", "replay")
-EXECUTORS = ("inline", "threads", "processes")
+#: The executors known at import; ``runtime._registry.executor_names()`` is the live list.
+EXECUTORS = executor_names()
 #: Default policy of a sink's inputs in real-time mode: absorb jitter, stay bounded.
 SINK_DEFAULT = Queue(16, "drop_oldest")
 
@@ -60,6 +63,8 @@ class Plan:
     mode: str
     start: float
     next_edge_id: int
+    #: Where the run reads time (``framepipe.testing.FakeClock`` in tests).
+    clock: Clock = SYSTEM_CLOCK
 
     def inputs_of(self, name: str) -> list[Edge]:
         return [e for e in self.edges if e.downstream == name]
@@ -134,13 +139,18 @@ class Pipeline:
 
     Node options (``stage`` and ``sink``):
 
-    - ``fps=`` at most N frames per second of media time; ``interval=`` seconds
-      between selected frames; ``window=(count, step)``: the stage receives the
-      last ``count`` of every ``step``-th frame, as a list.
+    - ``fps=`` at most N calls per second of media time; ``interval=`` seconds
+      between calls; ``window=(count, step)``: each call receives a list of the
+      last ``count`` frames taken every ``step`` source frames (or ``"1s"``:
+      every second of media time), ending at the frame it is called on.
     - ``policy=``: ``"latest"``, ``"block"`` or ``fp.Queue(n, overflow)`` on each
       input edge (see ``framepipe._policy``); ``max_age=`` milliseconds.
-    - ``join=``: ``"each"`` (default), ``"merge"`` or ``"latest"`` for several inputs.
-    - ``on_error=``: ``"skip"`` (default), ``"stop"`` or ``"restart"``.
+    - ``join=``: ``"each"``, ``"merge"`` or ``"latest"`` for several inputs; stages
+      default to ``"each"``, sinks to ``"merge"`` (each frame written once, with the
+      results of all its inputs).
+    - ``on_error=``: ``"skip"``, ``"stop"`` or ``"restart"``; stages default to
+      ``"skip"``, sinks to ``"stop"`` (a sink that cannot write, e.g. on a full disk,
+      stops the run; with ``"skip"`` it counts the frames it lost and goes on).
     - ``executor=``: run this node under another executor than the pipeline's
       (``"threads"`` puts it in a thread of the caller's process,
       ``"processes"`` in its own process).
@@ -207,9 +217,13 @@ class Pipeline:
                 f"sink {name!r}: expected an fp.sinks.Sink "
                 f"(e.g. fp.sinks.Collect()), got {type(sink).__name__}"
             )
-        return self._add(
-            Node(self, name, "sink", sink, self._inputs(name, after), self._options(name, options))
-        )
+        inputs = self._inputs(name, after)
+        # A sink is where results leave: one that cannot write stops the run rather than
+        # losing them quietly, and a frame reaching it through several inputs is written once.
+        options.setdefault("on_error", "stop")
+        if len(inputs) > 1:
+            options.setdefault("join", "merge")
+        return self._add(Node(self, name, "sink", sink, inputs, self._options(name, options)))
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -311,6 +325,7 @@ class Pipeline:
         stop_timeout: float = 10.0,
         profile: Profile | str | os.PathLike[str] | None = None,
         workers: int | None = None,
+        clock: Clock | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
@@ -326,13 +341,14 @@ class Pipeline:
         """
         from ._run import Run
 
+        mode, executor = resolve_mode(mode, executor)
         if mode == "auto":
             live = any(
                 n.kind == "source" and getattr(n.obj, "live", False) for n in self._nodes.values()
             )
             mode = "realtime" if live else "offline"
-        if executor not in EXECUTORS:
-            raise GraphError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+        if mode == "replay" and clock is not None:
+            raise GraphError("clock= is not for mode='replay': a replay runs on its own clock")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
         if workers is not None:
@@ -350,6 +366,8 @@ class Pipeline:
             if self._run is not None and self._run.running:
                 raise GraphError(f"pipeline {self.name!r} is already running")
             plan = self.plan(mode, start)
+            if clock is not None:
+                plan.clock = clock
             self._run = Run(
                 plan,
                 executor,
@@ -371,6 +389,7 @@ class Pipeline:
         stop_timeout: float = 10.0,
         profile: Profile | str | os.PathLike[str] | None = None,
         workers: int | None = None,
+        clock: Clock | None = None,
     ) -> Run:
         """Run until the sources end, ``duration`` seconds pass, or Ctrl-C; return the Run.
 
@@ -387,6 +406,7 @@ class Pipeline:
             stop_timeout=stop_timeout,
             profile=profile,
             workers=workers,
+            clock=clock,
         )
         run.join()
         return run

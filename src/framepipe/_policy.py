@@ -11,9 +11,20 @@ Back-pressure lives on each edge into a node (its *inbox*):
 - ``"block"``: ``Queue(8, "block")``; lossless. Every edge is lossless in
   offline mode, whatever its policy.
 
-Selection (``fps=``, ``interval=``, ``window=``) is decided on media time
-(``frame.pts``), per source, so an offline run selects the same frames every
-time.
+Selection is decided per source from the frames themselves, so an offline
+run selects the same frames every time:
+
+- ``fps=`` / ``interval=`` decide *when* a node is called, on media time
+  (``frame.pts``): media time is cut into slots from the source's first
+  frame and the first frame in each new slot is taken. Slots are computed
+  from pts, never by counting frames, so a 29.97 fps clip with
+  ``interval=1`` is called once per media second, with no drift.
+- ``window=(count, step)`` decides *what* a call receives: every ``step``-th
+  source frame (or one frame per ``step`` seconds of media time, ``"1s"``) is
+  sampled, and a call gets the last ``count`` samples, the newest being the
+  frame the node is called on. With ``fps=``/``interval=`` as well, the node
+  is called on the first sampled frame of each of their slots; a call that
+  falls due before ``count`` samples exist is skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 _OVERFLOWS = ("drop_oldest", "drop_newest", "block")
@@ -101,30 +112,82 @@ class RateSelector:
         return True
 
 
-class WindowSampler:
-    """Builds sliding windows: every ``step``-th frame is sampled; once ``count``
-    samples are held, each new sample yields the list of the last ``count``.
+class Window(NamedTuple):
+    """A parsed ``window=(count, step)``.
+
+    ``step`` is an ``int`` number of source frames, or a ``float`` number of
+    media seconds (parsed from ``"1s"``, ``"0.5s"``).
     """
 
-    __slots__ = ("count", "held", "seen", "step")
+    size: int  # the count: how many samples a call receives
+    step: int | float
 
-    def __init__(self, count: int, step: int) -> None:
-        self.count, self.step = count, step
-        self.seen: dict[str, int] = {}
+    @property
+    def seconds(self) -> float | None:
+        """The step in media seconds, ``None`` when it counts frames."""
+        return float(self.step) if isinstance(self.step, float) else None
+
+
+def parse_window(value: Any) -> Window:
+    """``(count, step)`` with ``step`` an int of frames or ``"<seconds>s"``; ValueError if not."""
+    expected = (
+        f"(count, step) with count an int >= 1 and step an int >= 1 (source frames) "
+        f"or seconds like '1s', got {value!r}"
+    )
+    if isinstance(value, Window):
+        return value
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(expected)
+    count, step = value
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(expected)
+    if isinstance(step, str):
+        text = step.strip()
+        try:
+            seconds = float(text[:-1]) if text.endswith("s") else math.nan
+        except ValueError:
+            seconds = math.nan
+        if not seconds > 0 or math.isinf(seconds):
+            raise ValueError(expected)
+        return Window(count, seconds)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(expected)
+    return Window(count, step)
+
+
+class WindowSampler:
+    """Keeps, per source, the last ``count`` samples of a ``Window``.
+
+    A frame is sampled when it is the first in a new slot of ``step`` source
+    frames (by ``frame.index``) or ``step`` media seconds (by ``frame.pts``),
+    counted from the source's first frame, so gaps (frames dropped upstream)
+    do not shift the grid. Only samples are held, so a window keeps at most
+    ``count`` frames' pixels alive.
+    """
+
+    __slots__ = ("_slots", "by_pts", "count", "held")
+
+    def __init__(self, window: Window) -> None:
+        self.count = window.size
+        seconds = window.seconds
+        self.by_pts = seconds is not None
+        self._slots = RateSelector(1.0 / (seconds if seconds is not None else window.step))
         self.held: dict[str, deque[Any]] = {}
 
-    def sample(self, source: str) -> bool:
-        """Whether this source's next frame is sampled into the window."""
-        n = self.seen.get(source, 0)
-        self.seen[source] = n + 1
-        return n % self.step == 0
+    def sample(self, source: str, index: int, pts: float) -> bool:
+        """Whether this frame of ``source`` is sampled into its window."""
+        return self._slots.select(source, pts if self.by_pts else float(index))
 
-    def push(self, source: str, item: Any) -> tuple[Any | None, list[Any] | None]:
-        """Add a sample; return (evicted item or None, full window or None)."""
+    def push(self, source: str, item: Any) -> Any | None:
+        """Add a sample; return the sample it pushed out of the window, if any."""
         window = self.held.setdefault(source, deque())
         window.append(item)
-        evicted = window.popleft() if len(window) > self.count else None
-        return evicted, (list(window) if len(window) == self.count else None)
+        return window.popleft() if len(window) > self.count else None
+
+    def full(self, source: str) -> list[Any] | None:
+        """The last ``count`` samples of ``source``, oldest first; ``None`` until there are."""
+        window = self.held.get(source)
+        return list(window) if window is not None and len(window) == self.count else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +195,7 @@ class NodeOptions:
     """Validated per-node scheduling options."""
 
     fps: float | None = None
-    window: tuple[int, int] | None = None
+    window: Window | None = None
     policy: Queue | None = None
     max_age: float | None = None  # seconds
     on_error: str = "skip"
@@ -148,7 +211,7 @@ class NodeOptions:
         *,
         fps: float | None = None,
         interval: float | None = None,
-        window: tuple[int, int] | None = None,
+        window: tuple[int, int | str] | None = None,
         policy: Any = None,
         max_age: float | None = None,
         on_error: str = "skip",
@@ -166,16 +229,12 @@ class NodeOptions:
             fps = 1.0 / interval
         if fps is not None and not fps > 0:
             raise GraphError(f"node {node!r}: fps must be > 0, got {fps!r}")
+        parsed = None
         if window is not None:
-            if (
-                not isinstance(window, tuple | list)
-                or len(window) != 2
-                or not all(isinstance(v, int) and v >= 1 for v in window)
-            ):
-                raise GraphError(
-                    f"node {node!r}: window must be (count, step) with ints >= 1, got {window!r}"
-                )
-            window = (int(window[0]), int(window[1]))
+            try:
+                parsed = parse_window(window)
+            except ValueError as exc:
+                raise GraphError(f"node {node!r}: window must be {exc}") from None
         if max_age is not None and not max_age > 0:
             raise GraphError(f"node {node!r}: max_age must be > 0 milliseconds, got {max_age!r}")
         if on_error not in ("skip", "stop", "restart"):
@@ -186,11 +245,10 @@ class NodeOptions:
             raise GraphError(
                 f"node {node!r}: join must be 'each', 'merge' or 'latest', got {join!r}"
             )
-        if executor not in (None, "inline", "threads", "processes"):
-            raise GraphError(
-                f"node {node!r}: executor must be 'inline', 'threads' or "
-                f"'processes', got {executor!r}"
-            )
+        if executor is not None:
+            from .runtime._registry import check_executor
+
+            check_executor(executor, what=f"node {node!r}: executor", for_nodes=True)
         if cost is not None and not callable(cost):
             if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
                 raise GraphError(
@@ -200,7 +258,7 @@ class NodeOptions:
             cost = float(cost)
         return cls(
             fps=fps,
-            window=window,
+            window=parsed,
             policy=resolve_policy(policy, node=node),
             max_age=None if max_age is None else max_age / 1000.0,
             on_error=on_error,

@@ -119,21 +119,14 @@ class Run:
     # -- life cycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        from .runtime._executor import LocalExecutor
+        from .runtime._registry import create
 
-        wants_processes = any(n.options.executor == "processes" for n in self.plan.nodes.values())
+        options: dict[str, Any] = {}
+        if self.workers is not None:
+            options["workers"] = self.workers
         if self.plan.mode == "replay":
-            from .runtime._replay import ReplayExecutor
-
-            self._executor = ReplayExecutor(
-                self.plan, duration=self.duration, profile=self.replay_profile
-            )
-        elif self.executor_name == "processes" or wants_processes:
-            from .runtime._processes import ProcessExecutor
-
-            self._executor = ProcessExecutor(self.plan, workers=self.workers)
-        else:
-            self._executor = LocalExecutor(self.plan, threaded=self.executor_name == "threads")
+            options.update(duration=self.duration, profile=self.replay_profile)
+        self._executor = create(self.executor_name, self.plan, **options)
         self.started_at = time.monotonic()
         _watch_sigterm(self)
         try:
@@ -250,14 +243,15 @@ class Run:
 
     @property
     def errors(self) -> list[FramepipeError]:
-        """Every node error: the fatal one first, then sources that failed."""
+        """Every node error: the fatal one first, then those that did not stop the run
+        (a source that failed, a sink whose ``close()`` failed)."""
         if self._executor is None:
             return []
         fatal = [self._executor.fatal] if self._executor.fatal is not None else []
         return fatal + list(self._executor.source_errors)
 
     def raise_error(self) -> None:
-        """Raise the error that stopped the run, or the first source error."""
+        """Raise the error that stopped the run, or the first of the others."""
         errors = self.errors
         if errors:
             raise errors[0]

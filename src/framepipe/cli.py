@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +39,7 @@ import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -52,6 +54,7 @@ from rich.text import Text
 
 import framepipe as fp
 from framepipe.config import RunOptions, load_pipeline
+from framepipe.runtime import executor_names
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -65,8 +68,30 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"framepipe {fp.__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+            show_default=False,
+        ),
+    ] = False,
+) -> None:
+    """Real-time video analysis pipelines. Start with: framepipe demo"""
 
 
 def _console(stderr: bool) -> Console:
@@ -92,23 +117,28 @@ _STATE_STYLES = {
 
 
 # Options that several commands share.
-HostOption = Annotated[str, typer.Option(help="Address the web view listens on.")]
-PortOption = Annotated[int, typer.Option(help="Web view port (0: any free port).")]
+HostOption = Annotated[
+    str, typer.Option(metavar="ADDRESS", help="Address the web view listens on.")
+]
+PortOption = Annotated[int, typer.Option(metavar="PORT", help="Web view port (0: any free port).")]
 DurationOption = Annotated[
     float | None,
     typer.Option(
+        metavar="SECONDS",
         help="Stop after this many seconds (default: when the sources end, or Ctrl-C).",
         show_default=False,
     ),
 ]
-QuietOption = Annotated[bool, typer.Option(help="No live display; only the summary.")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", help="No live display; only the summary.", show_default=False)
+]
 
 
 # -- shared pieces -----------------------------------------------------------------------------
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -116,9 +146,10 @@ def _check_run_options(mode: str | None, executor: str | None, duration: float |
     """Usage errors (exit 2) for --mode, --executor and --duration."""
     if mode is not None and mode not in ("auto", "offline", "realtime", "replay"):
         raise _fail(f"--mode must be auto, offline, realtime or replay, got {mode!r}", EXIT_USAGE)
-    if executor is not None and executor not in ("inline", "threads", "processes"):
+    if executor is not None and executor not in executor_names():
         raise _fail(
-            f"--executor must be inline, threads or processes, got {executor!r}", EXIT_USAGE
+            f"--executor must be one of {', '.join(executor_names())}, got {executor!r}",
+            EXIT_USAGE,
         )
     if duration is not None and not duration > 0:
         raise _fail(f"--duration must be > 0 seconds, got {duration}", EXIT_USAGE)
@@ -245,7 +276,8 @@ def execute(
         run = pipe.start(**options.run_kwargs())
         if announce is not None:
             announce(run)
-        if quiet:
+        if quiet or not err.is_terminal or err.is_dumb_terminal:
+            # A display that cannot be redrawn in place would print the table every refresh.
             run.join()
         else:
             with Live(
@@ -263,7 +295,7 @@ def execute(
     except fp.GraphError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except fp.FramepipeError as exc:
-        err.print(f"[bold red]pipeline error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]pipeline error:[/] {escape(str(exc))}", highlight=False)
         code = EXIT_ERROR
     if run is None:
         pipe.stop()  # interrupted inside start(): whatever started, stop it
@@ -277,7 +309,15 @@ def execute(
         )
     )
     for error in run.errors[1:] if code == EXIT_ERROR else run.errors:
-        err.print(f"[yellow]node error:[/] {error}", highlight=False)
+        err.print(f"[yellow]node error:[/] {escape(str(error))}", highlight=False)
+    silent = _never_connected(pipe, run)
+    if silent and code == EXIT_OK:
+        for name, target in silent:
+            err.print(
+                f"[bold red]error:[/] source {name!r} never connected to {escape(target)}",
+                highlight=False,
+            )
+        code = EXIT_ERROR
     if code == EXIT_INTERRUPTED:
         err.print("interrupted: stopped cleanly (exit 130)")
     elif code == EXIT_TERMINATED:
@@ -292,9 +332,27 @@ def execute(
     return code
 
 
+def _never_connected(pipe: fp.Pipeline, run: fp.Run) -> list[tuple[str, str]]:
+    """(name, target) of the live sources that failed without an error: never connected."""
+    failed_with_error = {getattr(error, "node", None) for error in run.errors}
+    found = []
+    for name, stats in run.stats.items():
+        node = pipe.nodes.get(name)
+        if (
+            node is not None
+            and node.kind == "source"
+            and getattr(node.obj, "live", False)
+            and stats.state == "failed"
+            and name not in failed_with_error
+        ):
+            described = node.obj.describe()
+            found.append((name, str(described.get("url") or described.get("device") or name)))
+    return found
+
+
 def _serving(web: fp.sinks.Web, run: fp.Run) -> bool:
-    """Wait until the web view serves, or the run ends (a sink that failed to open)."""
-    while run.running:
+    """Wait until the web view serves, or the run ends (a taken port: the sink failed)."""
+    while run.error is None and not run.wait(0):
         if web.wait_serving(0.1):
             return True
     return False
@@ -308,7 +366,10 @@ def source_for(target: str) -> fp.sources.Source:
     if target.isdigit() or target.startswith("/dev/video"):
         return fp.sources.Camera(int(target) if target.isdigit() else target)
     if "://" in target:
-        return fp.sources.Stream(target)
+        try:
+            return fp.sources.Stream(target)
+        except ValueError as exc:
+            raise _fail(f"--source: {exc}", EXIT_USAGE) from None
     if os.path.isdir(target) or any(c in target for c in "*?["):
         return fp.sources.Images(target)
     if not os.path.exists(target):
@@ -320,43 +381,78 @@ def source_for(target: str) -> fp.sources.Source:
     return fp.sources.VideoFile(target)
 
 
-def _detector(model: str) -> fp.Stage:
-    if model == "motion":
-        return fp.stages.Motion()
-    if model == "faces":
-        return fp.stages.Faces()
-    return fp.stages.Detector(model)
+@dataclass(frozen=True)
+class Detection:
+    """What ``--detect``, ``--conf`` and ``--classes`` ask for."""
+
+    model: str
+    conf: float | None = None
+    classes: str | None = None
+
+    def stage(self) -> fp.Stage:
+        """The detecting stage; usage errors and a missing model end the command here."""
+        if self.model in ("motion", "faces"):
+            if self.conf is not None or self.classes is not None:
+                raise _fail(
+                    f"--conf and --classes go with a detector model, not --detect {self.model}",
+                    EXIT_USAGE,
+                )
+            return fp.stages.Motion() if self.model == "motion" else fp.stages.Faces()
+        try:
+            # Found (or fetched) now, so a missing model is reported before the run starts.
+            fp.stages.resolve_model(self.model)
+        except fp.ModelError as exc:
+            # The library's hint is Python (model='path/to/...'); say it the CLI's way.
+            message = str(exc).replace("pass model='", "pass --detect '")
+            raise _fail(
+                f"--detect {self.model}: {message}\n(give a model file: "
+                "--detect path/to/model.onnx, or --detect motion to need no model)",
+                EXIT_ERROR,
+            ) from None
+        options: dict[str, Any] = {}
+        if self.conf is not None:
+            options["conf"] = self.conf
+        if self.classes is not None:
+            names = [name.strip() for name in self.classes.split(",") if name.strip()]
+            if not names:
+                raise _fail("--classes: give class names, e.g. --classes car,truck", EXIT_USAGE)
+            options["classes"] = names
+        try:
+            return fp.stages.Detector(self.model, **options)
+        except (ValueError, fp.FramepipeError) as exc:
+            raise _fail(f"--detect {self.model}: {exc}", EXIT_USAGE) from None
 
 
 def one_liner(
     source: str,
     *,
-    detect: str | None,
+    detect: Detection | None,
     track: bool,
     web: fp.sinks.Web | None,
     video: Path | None,
     jsonl: Path | None,
+    overlay: bool = True,
 ) -> fp.Pipeline:
     """The pipeline of ``framepipe run --source ...``."""
     if track and not detect:
         raise _fail("--track needs --detect MODEL (or --detect motion)", EXIT_USAGE)
     if jsonl and not detect:
         raise _fail("--jsonl writes results: add --detect MODEL (or --detect motion)", EXIT_USAGE)
+    for output in (video, jsonl):
+        if output is not None:
+            _check_writable(output)
     pipe = fp.Pipeline("run")
     pipe.source("source", source_for(source))
     last = "source"
     if detect:
-        try:
-            pipe.stage("detect", _detector(detect), after=last)
-        except (ValueError, fp.FramepipeError) as exc:
-            raise _fail(f"--detect {detect}: {exc}", EXIT_USAGE) from None
+        pipe.stage("detect", detect.stage(), after=last)
         last = "detect"
     if track:
         pipe.stage("track", fp.stages.Tracker("detect"), after=last)
         last = "track"
     shown = "source"
     if detect and (web or video):
-        pipe.stage("annotate", fp.stages.Annotate(trace=track), after=last)
+        pipe.stage("annotate", fp.stages.Annotate(trace=track, overlay=overlay), after=last)
         shown = "annotate"
     if video:
         pipe.sink("video", fp.sinks.VideoFile(video), after=shown)
@@ -367,17 +463,28 @@ def one_liner(
     return pipe
 
 
+def _check_writable(path: Path) -> None:
+    """Exit with a message when ``path``'s folder cannot be made or written to."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise _fail(
+            f"cannot write {path}: {folder} is not a folder this user can write to", EXIT_ERROR
+        )
+
+
 @app.command()
 def run(
     pipeline: Annotated[
         Path | None,
-        typer.Argument(
-            help="A pipeline file (YAML); see docs/pipeline-files.md.", show_default=False
-        ),
+        # Described in the docstring: typer's help would label it with a raw "<path>".
+        typer.Argument(metavar="PIPELINE_FILE", hidden=True, show_default=False),
     ] = None,
     source: Annotated[
         str | None,
         typer.Option(
+            metavar="PATH_OR_URL",
             help="Instead of a file: a video file, image directory or glob, URL or camera index.",
             show_default=False,
         ),
@@ -385,28 +492,65 @@ def run(
     detect: Annotated[
         str | None,
         typer.Option(
-            help="With --source: a detector model (path or name, e.g. yolox_nano), or 'motion' "
-            "or 'faces'.",
+            metavar="MODEL",
+            help="With --source: a detector model (path/to/model.onnx or a known name such as "
+            "yolox_nano), or 'motion' or 'faces'.",
             show_default=False,
         ),
     ] = None,
-    track: Annotated[bool, typer.Option(help="With --source: track detections.")] = False,
-    web: Annotated[bool, typer.Option(help="With --source: serve the live page.")] = False,
+    conf: Annotated[
+        float | None,
+        typer.Option(
+            metavar="0..1",
+            help="With --detect MODEL: keep detections at least this confident (default 0.25).",
+            show_default=False,
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAMES",
+            help="With --detect MODEL: keep only these classes, comma-separated: car,truck,bus.",
+            show_default=False,
+        ),
+    ] = None,
+    track: Annotated[
+        bool, typer.Option("--track", help="With --source: track detections.", show_default=False)
+    ] = False,
+    web: Annotated[
+        bool, typer.Option("--web", help="With --source: serve the live page.", show_default=False)
+    ] = False,
     out_video: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="With --source: write the annotated video here.", show_default=False
+            "--out",
+            metavar="VIDEO_FILE",
+            help="With --source: write the annotated video here.",
+            show_default=False,
         ),
     ] = None,
     jsonl: Annotated[
         Path | None,
-        typer.Option(help="With --source: write results as JSON Lines here.", show_default=False),
+        typer.Option(
+            metavar="FILE",
+            help="With --source: write results as JSON Lines here.",
+            show_default=False,
+        ),
     ] = None,
+    no_overlay: Annotated[
+        bool,
+        typer.Option(
+            "--no-overlay",
+            help="With --source: draw boxes only, without the fps and frame age overlay.",
+            show_default=False,
+        ),
+    ] = False,
     host: HostOption = "127.0.0.1",
     port: PortOption = 7001,
     token: Annotated[
         str | None,
         typer.Option(
+            metavar="TOKEN",
             help="Web view token (required by every request).",
             envvar="FRAMEPIPE_WEB_TOKEN",
             show_default=False,
@@ -415,18 +559,25 @@ def run(
     mode: Annotated[
         str | None,
         typer.Option(
-            help="auto, offline, realtime or replay (overrides the file).", show_default=False
+            metavar="MODE",
+            help="auto, offline, realtime or replay (overrides the file).",
+            show_default=False,
         ),
     ] = None,
     executor: Annotated[
         str | None,
-        typer.Option(help="inline, threads or processes (overrides the file).", show_default=False),
+        typer.Option(
+            metavar="EXECUTOR",
+            help="inline, threads or processes (overrides the file).",
+            show_default=False,
+        ),
     ] = None,
     duration: DurationOption = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
+            metavar="KEY=VALUE",
             help="Override a key of the file: --set stages.detect.fps=5 (repeatable).",
             show_default=False,
         ),
@@ -434,28 +585,42 @@ def run(
     summary: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help="Write the run's summary (stats, errors, exit code) as JSON here.",
             show_default=False,
         ),
     ] = None,
     quiet: QuietOption = False,
-    verbose: Annotated[bool, typer.Option(help="Log at INFO level.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Log at INFO level.", show_default=False)
+    ] = False,
 ) -> None:
     """Run a pipeline file, or a one-liner built from --source and friends.
+
+    PIPELINE_FILE is a YAML pipeline file (docs/pipeline-files.md).
 
     Offline runs over finite sources show a progress bar with ETA; real-time
     runs a live statistics table. Ctrl-C and SIGTERM stop cleanly.
     """
     _setup_logging(verbose)
     _check_run_options(mode, executor, duration)
-    if (pipeline is None) == (source is None):
-        raise _fail("give a pipeline file or --source PATH_OR_URL (not both)", EXIT_USAGE)
+    if pipeline is None and source is None:
+        raise _fail(
+            "nothing to run: give a pipeline file (framepipe run examples/traffic.yaml) or "
+            "--source PATH_OR_URL (a video file, image folder, stream URL or camera index)",
+            EXIT_USAGE,
+        )
+    if pipeline is not None and source is not None:
+        raise _fail("give a pipeline file or --source PATH_OR_URL, not both", EXIT_USAGE)
     one_liner_only = {
         "--detect": detect,
+        "--conf": conf is not None,
+        "--classes": classes,
         "--track": track,
         "--web": web,
         "--out": out_video,
         "--jsonl": jsonl,
+        "--no-overlay": no_overlay,
     }
     web_sink: fp.sinks.Web | None = None
     if pipeline is not None:
@@ -483,7 +648,13 @@ def run(
             except ValueError as exc:
                 raise _fail(str(exc), EXIT_USAGE) from None
         pipe = one_liner(
-            source, detect=detect, track=track, web=web_sink, video=out_video, jsonl=jsonl
+            source,
+            detect=Detection(detect, conf, classes) if detect else None,
+            track=track,
+            web=web_sink,
+            video=out_video,
+            jsonl=jsonl,
+            overlay=not no_overlay,
         )
         options = RunOptions("realtime" if web else "auto", "threads", None)
     options = RunOptions(
@@ -504,17 +675,26 @@ def run(
 
 @app.command()
 def info(
-    source: Annotated[str, typer.Argument(help="A video file or a stream URL.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", hidden=True)],
     count_frames: Annotated[
         bool,
         typer.Option(
-            help="Count the frames of a file by reading it (when the header has no count)."
+            "--count-frames",
+            help="Count the frames of a file by reading it (when the header has no count).",
+            show_default=False,
         ),
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Give up on a stream after this long (s).")] = 10.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="Give up on a stream after this long."),
+    ] = 10.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.", show_default=False)
+    ] = False,
 ) -> None:
     """Describe a video file or stream: codec, size, fps, duration, frames, reachability.
+
+    SOURCE is a video file or a stream URL (rtsp://, http://...).
 
     Exits 0 when the source can be read, 1 when it cannot (the reason is printed).
     """
@@ -525,13 +705,20 @@ def info(
             f"framepipe run --source {source} --web",
             EXIT_USAGE,
         )
+    if "://" in source:
+        try:
+            fp.sources.Stream(source)  # checks that the URL can be parsed
+        except ValueError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
     try:
         facts = fp.sources.probe(source, timeout=timeout, count_frames=count_frames)
     except fp.SourceError as exc:
         if as_json:
             out.print_json(data={"source": source, "reachable": False, "error": exc.detail})
         else:
-            err.print(f"[bold red]cannot read {source}:[/] {exc.detail}", highlight=False)
+            err.print(
+                f"[bold red]cannot read {escape(source)}:[/] {escape(exc.detail)}", highlight=False
+            )
         raise typer.Exit(EXIT_ERROR) from None
     if as_json:
         out.print_json(data=facts)
@@ -644,6 +831,7 @@ def demo(
     source: Annotated[
         str | None,
         typer.Option(
+            metavar="PATH_OR_URL",
             help="Use this video (looped) or stream instead of the synthetic scene.",
             show_default=False,
         ),
@@ -651,15 +839,18 @@ def demo(
     model: Annotated[
         str | None,
         typer.Option(
+            metavar="MODEL",
             help="With --source: detector model (path or known name); default: yolox_nano when it "
             "is already on this machine, else motion detection.",
             show_default=False,
         ),
     ] = None,
-    jsonl: Annotated[Path, typer.Option(help="Where the counts go, as JSON Lines.")] = Path(
-        "framepipe-demo.jsonl"
-    ),
-    executor: Annotated[str, typer.Option(help="inline, threads or processes.")] = "threads",
+    jsonl: Annotated[
+        Path, typer.Option(metavar="FILE", help="Where the counts go, as JSON Lines.")
+    ] = Path("framepipe-demo.jsonl"),
+    executor: Annotated[
+        str, typer.Option(metavar="EXECUTOR", help="inline, threads or processes.")
+    ] = "threads",
     quiet: QuietOption = False,
 ) -> None:
     """Watch a pipeline work: detection, tracking and line counting, live in the browser.
@@ -872,10 +1063,29 @@ def plan(
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench(ctx: typer.Context) -> None:
-    """Run the benchmarks of a framepipe checkout (python -m benchmarks.run), passing options on.
+def bench(
+    ctx: typer.Context,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="Shorter runs (about a minute and a half in all).", show_default=False
+        ),
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="Run only this scenario (repeatable): slow_consumer, transport, overhead, "
+            "decode, rtsp_latency, detection.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the benchmarks of a framepipe checkout (python -m benchmarks.run).
 
-    Run it from the repository root (where benchmarks/ is).
+    Run it from the repository root (where benchmarks/ is). Other options
+    (--out FILE, --markdown FILE) are passed on. The table of results is printed
+    once, at the end; each measurement is also printed as a JSON line as it comes.
     """
     root = next(
         (
@@ -891,9 +1101,10 @@ def bench(ctx: typer.Context) -> None:
             "of a framepipe source checkout, from its root",
             EXIT_USAGE,
         )
+    args = [*(["--quick"] if quick else []), *(f"--only={name}" for name in only or ()), *ctx.args]
     started = time.monotonic()
     try:
-        code = subprocess.call([sys.executable, "-m", "benchmarks.run", *ctx.args], cwd=root)
+        code = subprocess.call([sys.executable, "-m", "benchmarks.run", *args], cwd=root)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     err.print(f"benchmarks finished in {time.monotonic() - started:.0f} s (exit {code})")
@@ -906,7 +1117,13 @@ def main() -> None:
     While a pipeline runs, framepipe turns SIGTERM into a clean stop and
     ``SystemExit(143)``; ``execute`` reports it as exit code 143.
     """
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        if "framepipe[" not in str(exc):  # not an extra framepipe names: a real bug
+            raise
+        # An optional part that is not installed (fp.stages, fp.sinks.Web): say which.
+        raise SystemExit(_fail(str(exc), EXIT_ERROR).exit_code) from None
 
 
 if __name__ == "__main__":

@@ -86,11 +86,12 @@ from pydantic import (
     field_validator,
 )
 
-from . import sinks, sources, stages
+from . import sinks, sources
 from ._errors import ConfigError, FramepipeError
 from ._graph import Pipeline
-from ._policy import Queue
+from ._policy import Queue, parse_window
 from ._stage import Stage
+from .runtime import executor_names
 from .sinks import Sink
 from .sources import Source
 
@@ -113,6 +114,14 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 # -- the models ------------------------------------------------------------------------------
+
+
+def _known_executor(value: str, *, for_nodes: bool = False) -> str:
+    known = executor_names(for_nodes=for_nodes)
+    names = [repr(name) for name in known]
+    if value not in known:
+        raise ValueError(f"must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
+    return value
 
 
 class _NodeSpec(BaseModel):
@@ -155,13 +164,18 @@ class StageSpec(_NodeSpec):
     after: list[str] | None = None
     fps: PositiveFloat | None = None
     interval: PositiveFloat | None = None
-    window: tuple[int, int] | None = None
+    window: tuple[int, int | str] | None = None
     policy: Any = None
     max_age: PositiveFloat | None = Field(default=None, description="milliseconds")
-    join: Literal["each", "merge", "latest"] = "each"
-    on_error: Literal["skip", "stop", "restart"] = "skip"
-    executor: Literal["inline", "threads", "processes"] | None = None
+    join: Literal["each", "merge", "latest"] | None = None
+    on_error: Literal["skip", "stop", "restart"] | None = None
+    executor: str | None = None
     cost: NonNegativeFloat | None = Field(default=None, description="seconds per frame, replay")
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str | None) -> str | None:
+        return value if value is None else _known_executor(value, for_nodes=True)
 
     @field_validator("after", mode="before")
     @classmethod
@@ -170,9 +184,9 @@ class StageSpec(_NodeSpec):
 
     @field_validator("window")
     @classmethod
-    def _window(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError(f"must be [count, step] with both >= 1, got {list(value)}")
+    def _window(cls, value: tuple[int, int | str] | None) -> tuple[int, int | str] | None:
+        if value is not None:
+            parse_window(value)  # its ValueError says what a window is
         return value
 
     @field_validator("policy")
@@ -193,10 +207,6 @@ class StageSpec(_NodeSpec):
     def options(self) -> dict[str, Any]:
         """The node options that were given."""
         chosen = {key: getattr(self, key) for key in NODE_OPTIONS}
-        if chosen["join"] == "each":
-            del chosen["join"]
-        if chosen["on_error"] == "skip":
-            del chosen["on_error"]
         return {key: value for key, value in chosen.items() if value is not None}
 
 
@@ -211,8 +221,14 @@ class PipelineSpec(BaseModel):
 
     name: str = Field(default="pipeline", min_length=1)
     mode: Literal["auto", "offline", "realtime", "replay"] = "auto"
-    executor: Literal["inline", "threads", "processes"] = "threads"
+    executor: str = "threads"
     duration: PositiveFloat | None = None
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        return _known_executor(value)
+
     sources: list[SourceSpec] = Field(min_length=1)
     stages: list[StageSpec] = Field(default_factory=list)
     sinks: list[SinkSpec] = Field(default_factory=list)
@@ -264,7 +280,9 @@ def parse_pipeline(
 ) -> tuple[Pipeline, RunOptions]:
     """``load_pipeline`` for YAML text; ``where`` names it in error messages."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -353,9 +371,14 @@ def _build(spec: PipelineSpec, where: str) -> Pipeline:
 
 def builtins(kind: str) -> dict[str, type]:
     """Built-in types by name for ``kind`` ``"source"``, ``"stage"`` or ``"sink"``."""
-    module, base = {"source": (sources, Source), "stage": (stages, Stage), "sink": (sinks, Sink)}[
-        kind
-    ]
+    module: Any
+    base: type
+    if kind == "stage":
+        from . import stages  # the "vision" extra: raises ModuleNotFoundError saying so
+
+        module, base = stages, Stage
+    else:
+        module, base = {"source": (sources, Source), "sink": (sinks, Sink)}[kind]
     found = {}
     for name in module.__all__:
         value = getattr(module, name)
@@ -365,7 +388,12 @@ def builtins(kind: str) -> dict[str, type]:
 
 
 def _resolve(type_name: str, kind: str, loc: str, where: str) -> Any:
-    known = builtins(kind)
+    try:
+        known = builtins(kind)
+    except ModuleNotFoundError as exc:
+        if ":" not in type_name and "." not in type_name:
+            raise ConfigError(f"{where}: {loc}.type: {type_name!r}: {exc}") from None
+        known = {}  # an import path needs no built-in stage
     if type_name in known:
         return known[type_name]
     if ":" not in type_name and "." not in type_name:
@@ -481,7 +509,7 @@ def _apply_override(data: dict[str, Any], override: str, where: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected key=value, e.g. stages.detect.fps=5")
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")
@@ -548,7 +576,7 @@ def _expand_env(value: Any, where: str, loc: tuple[Any, ...]) -> Any:
         if whole is not None:
             # A value that is one reference takes the variable's YAML type: "96" is 96.
             try:
-                return yaml.safe_load(text) if text else text
+                return load_yaml(text) if text else text
             except yaml.YAMLError:
                 return text
         return text
@@ -557,6 +585,49 @@ def _expand_env(value: Any, where: str, loc: tuple[Any, ...]) -> Any:
     if isinstance(value, list):
         return [_expand_env(v, where, (*loc, i)) for i, v in enumerate(value)]
     return value
+
+
+# -- YAML -----------------------------------------------------------------------------------------
+
+#: Most values a pipeline file may hold once its aliases are expanded. Real files hold
+#: hundreds; an alias bomb ("billion laughs") holds billions in a few lines.
+MAX_YAML_VALUES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses a document whose aliases expand beyond ``MAX_YAML_VALUES``."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            size = _expanded_size(node, {})
+            if size > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"the YAML expands to more than {MAX_YAML_VALUES:,} values through its "
+                    f"aliases (*name) ({size:,}); refusing it"
+                )
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values under ``node`` with every alias expanded, counting each shared node once per use."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # a node that contains itself counts once (the recursion stops here)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, refusing alias bombs with a ``ConfigError`` (within milliseconds)."""
+    return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: no arbitrary objects
 
 
 # -- messages -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 #: (fps/interval/window did not select it), ``age`` (older than ``max_age``),
 #: ``late`` (a real-time source fell behind the wall clock), ``error`` (the
 #: stage raised), ``buffer`` (a sink's own buffer was full).
-DROP_REASONS = ("policy", "rate", "age", "late", "error", "buffer")
+DROP_REASONS = ("policy", "rate", "age", "late", "error", "buffer", "stop")
 
 _EMPTY = {"p50": 0.0, "p95": 0.0, "max": 0.0}
 

@@ -24,7 +24,58 @@ from ._stage import FunctionStage, Stage, StageContext
 from .sinks._base import Sink, SinkContext
 from .sources._base import Source, SourceContext
 
-__all__ = ["make_frame", "run_sink", "run_source", "run_stage"]
+__all__ = ["FakeClock", "make_frame", "run_sink", "run_source", "run_stage"]
+
+
+class FakeClock:
+    """A clock for tests of pacing, ages and rates that never sleeps.
+
+    Pass it to a run (``pipe.run(mode="realtime", clock=clock)``): waits return
+    at once and move the clock forward by what they would have slept
+    (``autojump``), so a 30 s real-time run of a file takes milliseconds and its
+    frame timestamps are exactly paced. ``advance(seconds)`` moves it by hand
+    (a stage that "takes" time). With ``executor="processes"`` each worker gets
+    its own copy.
+
+    Example::
+
+        clock = FakeClock()
+        run = pipe.run(mode="realtime", executor="threads", clock=clock)
+        assert clock.monotonic() >= 30.0
+    """
+
+    def __init__(self, start: float = 1_000_000.0, *, autojump: bool = True) -> None:
+        self.epoch = start
+        self.autojump = autojump
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def time(self) -> float:
+        return self.epoch + self._offset
+
+    def monotonic(self) -> float:
+        return self._offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"a clock only goes forward, got {seconds!r}")
+        with self._lock:
+            self._offset += seconds
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        if event.is_set():
+            return True
+        if not self.autojump:
+            return event.wait(seconds)
+        self.advance(max(seconds, 0.0))
+        return event.is_set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "autojump": self.autojump, "_offset": self._offset}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def make_frame(

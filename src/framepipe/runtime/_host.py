@@ -1,11 +1,25 @@
-"""A worker host: the nodes of a run that live in one process.
+"""The host: the nodes of a run that live in one process, and how they are scheduled.
 
-Under ``executor="processes"`` every child process runs one host (usually
-one node), and the caller's process runs one for the nodes that stay there
-(callbacks, ``executor="threads"`` overrides). A host gives each node a
-thread, listens for edges from other processes, connects its own outlets to
-theirs, and reports to the run's supervisor: segments it created, readiness,
-statistics, fatal errors, and its final results.
+One host runs behind every executor. ``inline`` and ``threads`` run one host
+in the caller's process holding every node; under ``processes`` each worker
+runs one (usually one node) and the caller runs one for the nodes that stay
+there (callbacks, ``executor="threads"`` overrides). A host builds an inbox
+and a runner per node, wires outlets (direct calls, local inboxes, or
+sockets to other hosts), schedules the runners, and reports to its executor
+with typed messages (``_messages``): segments it created, readiness, fatal
+errors and failures, and, at the end, statistics and sinks' final states.
+
+Schedulers:
+
+- ``threads``: a thread per stage and sink, then one per source at ``go()``.
+- ``inline``: one thread runs everything, one source frame at a time through
+  the graph in topological order (deterministic; a debugger steps through
+  every stage). Edges never block (one thread never waits on itself) and
+  single-input nodes are called directly instead of through their inbox.
+
+Life cycle, driven by the executor: ``listen`` -> ``connect`` ->
+``start_nodes`` (stages and sinks set up, then ``Ready``) -> ``go`` (sources
+start) -> ``stop`` at any time -> ``wait`` -> ``close``.
 """
 
 from __future__ import annotations
@@ -13,31 +27,48 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import signal
-import sys
+import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, Listener
+from multiprocessing.connection import Connection, Listener, wait
 from typing import Any
 
 import cloudpickle
 
-from .._errors import FramepipeError, RemoteTraceback
 from .._graph import Edge, Node
+from .._policy import Queue
 from ..stats import NodeStats, StatsRecorder
-from ..transport._shm import SharedFrames
-from ._executor import LocalOutlet
-from ._inbox import Inbox
+from ..transport._shm import SharedFrames, SharedSourceBuffers
+from ._clock import SYSTEM_CLOCK, Clock
+from ._inbox import EMPTY, Inbox
+from ._messages import (
+    AddSource,
+    Connect,
+    Done,
+    Failure,
+    Fatal,
+    Go,
+    Listening,
+    Log,
+    Ready,
+    RemoveSource,
+    Report,
+    Segment,
+    Stats,
+    Stop,
+    sendable,
+)
+from ._outlets import DirectOutlet, LocalOutlet, direct
 from ._remote import RemoteOutlet, receive
-from ._runners import NodeRunner, SourceRunner
+from ._runners import NodeRunner, SourceRunner, node_error
 
 log = logging.getLogger("framepipe")
 
-Report = Callable[[tuple[Any, ...]], None]
+Reporter = Callable[[Report], None]
+SCHEDULERS = ("inline", "threads")
 
 
 @dataclass
@@ -46,7 +77,7 @@ class HostSpec:
 
     host_id: str
     segment_prefix: str
-    nodes: list[Node]  # in topological order; ``pipeline`` is None (not pickled)
+    nodes: list[Node]  # in topological order
     edges: list[Edge]
     placement: dict[str, str]  # node name -> host id
     mode: str
@@ -54,6 +85,12 @@ class HostSpec:
     socket_dir: str
     sources_upstream: dict[str, tuple[str, ...]]
     needed_fps: dict[str, float | None] = field(default_factory=dict)
+    #: Edge id -> flag column of the shared-memory transport (``FlagColumns``).
+    columns: dict[int, int] = field(default_factory=dict)
+    #: The caller's level for ``framepipe`` logs: worker records below it stay there.
+    log_level: int = logging.WARNING
+    scheduler: str = "threads"
+    clock: Clock = SYSTEM_CLOCK
 
 
 def portable(node: Node) -> Node:
@@ -76,14 +113,20 @@ class Host:
         spec: HostSpec,
         *,
         stop: threading.Event,
-        report: Report,
+        report: Reporter,
         sink_context: dict[str, Any] | None = None,
     ) -> None:
+        if spec.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {spec.scheduler!r}")
         self.spec = spec
+        self.inline = spec.scheduler == "inline"
         self.stop_event = stop
         self.report = report
         self.shared = SharedFrames(
-            spec.segment_prefix, on_segment=lambda name: report(("segment", name)), stop=stop
+            spec.segment_prefix,
+            on_segment=lambda name: report(Segment(name)),
+            stop=stop,
+            columns=max(spec.columns.values(), default=0) + 1,
         )
         self.recorders: dict[str, StatsRecorder] = {}
         self.inboxes: dict[str, Inbox] = {}
@@ -92,56 +135,85 @@ class Host:
         self.remote_outlets: list[RemoteOutlet] = []
         self.threads: list[threading.Thread] = []
         self.listener: Listener | None = None
+        self._accepting: threading.Thread | None = None
+        self._closing = False
         self._receivers: list[threading.Thread] = []
         self._connections: list[Connection] = []
-        self.go_event = threading.Event()
+        self.go_event = threading.Event()  # set once the sources have been started
+        self._go_or_stop = threading.Event()
         self._ready = 0
-        self._ready_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # notified as each thread ends
+        self._alive = 0
+        self._pending_sources: list[SourceRunner] = []  # inline: added while running
+        # inline: nodes fed through their inbox, drained after every source frame
+        # (the others are called directly by their producer).
+        self._queued: set[str] = set()
         self.sink_context = sink_context or {}
         self._build()
 
     def here(self, name: str) -> bool:
         return self.spec.placement.get(name) == self.spec.host_id
 
+    # -- building --------------------------------------------------------------------
+
     def _build(self) -> None:
         spec = self.spec
         for node in spec.nodes:
-            self.recorders[node.name] = StatsRecorder(node.name, node.kind)
+            self.recorders[node.name] = self._recorder(node.name, node.kind)
             if node.kind in ("stage", "sink"):
                 self.inboxes[node.name] = Inbox(
                     node.name,
                     node.options,
                     self.recorders[node.name],
                     ordered=spec.mode == "offline",
+                    clock=spec.clock,
                 )
         for edge in spec.edges:
             if self.here(edge.downstream):
-                self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream, edge.policy)
-        for node in spec.nodes:
+                self.inboxes[edge.downstream].add_edge(
+                    edge.id, edge.upstream, self._policy(edge.policy)
+                )
+        # Consumers first, so inline producers can hold direct references to them.
+        for node in reversed(spec.nodes):
             self._build_runner(node, [e for e in spec.edges if e.upstream == node.name])
+        order = [node.name for node in spec.nodes]
+        self.runners = {n: self.runners[n] for n in order if n in self.runners}
+        self.sources = {n: self.sources[n] for n in order if n in self.sources}
+
+    def _recorder(self, name: str, kind: str) -> StatsRecorder:
+        return StatsRecorder(name, kind)
+
+    def _policy(self, policy: Queue) -> Queue:
+        # One thread never waits on itself: inline edges never block and never drop
+        # for being full; every source frame is drained through the graph at once.
+        if self.inline and policy.overflow == "block":
+            return Queue(1 << 30, "block")
+        return policy
+
+    def _outlet(self, edge: Edge) -> Any:
+        downstream = edge.downstream
+        if self.here(downstream):
+            node = self.runners[downstream].node
+            if self.inline and direct(node):
+                return DirectOutlet(self.runners[downstream], edge.id)
+            self._queued.add(downstream)
+            return LocalOutlet(self.inboxes[downstream], edge.id, self.stop_event, self._lease)
+        outlet = RemoteOutlet(
+            edge.id,
+            self.spec.columns[edge.id],
+            edge.upstream,
+            downstream,
+            edge.policy,
+            self.shared,
+            self.stop_event,
+        )
+        self.remote_outlets.append(outlet)
+        return outlet
 
     def _build_runner(self, node: Node, out_edges: list[Edge]) -> None:
-        outlets: list[Any] = []
-        remote = False
-        for edge in out_edges:
-            if self.here(edge.downstream):
-                outlets.append(
-                    LocalOutlet(
-                        self.inboxes[edge.downstream], edge.id, self.stop_event, lease=self._lease
-                    )
-                )
-            else:
-                outlet = RemoteOutlet(
-                    edge.id,
-                    edge.upstream,
-                    edge.downstream,
-                    edge.policy,
-                    self.shared,
-                    self.stop_event,
-                )
-                self.remote_outlets.append(outlet)
-                outlets.append(outlet)
-                remote = True
+        outlets = [self._outlet(edge) for edge in out_edges]
+        remote = any(isinstance(outlet, RemoteOutlet) for outlet in outlets)
         recorder = self.recorders[node.name]
         if node.kind == "source":
             self.sources[node.name] = SourceRunner(
@@ -152,26 +224,34 @@ class Host:
                 start=self.spec.start,
                 stop=self.stop_event,
                 on_fatal=self.on_fatal,
-                slots=self.shared,
-                export=remote,
+                buffers=SharedSourceBuffers(self.shared) if remote else None,
+                on_error=self.on_failure,
+                clock=self.spec.clock,
                 needed_fps=self.spec.needed_fps.get(node.name),
             )
-        else:
-            self.runners[node.name] = NodeRunner(
-                node,
-                self.inboxes[node.name],
-                outlets,
-                recorder,
-                mode=self.spec.mode,
-                sources=self.spec.sources_upstream.get(node.name, ()),
-                stop=self.stop_event,
-                on_fatal=self.on_fatal,
-                sink_context=self.sink_context,
-                shared=self.shared if remote else None,
-            )
+            return
+        runner = NodeRunner(
+            node,
+            self.inboxes[node.name],
+            outlets,
+            recorder,
+            mode=self.spec.mode,
+            sources=self.spec.sources_upstream.get(node.name, ()),
+            stop=self.stop_event,
+            on_fatal=self.on_fatal,
+            sink_context=self.sink_context,
+            exporter=self.shared.export if remote else None,
+            on_failure=self.on_failure,
+            clock=self.spec.clock,
+        )
+        if self.inline:
+            runner.max_wait = 0.0  # a batch never waits for frames this thread would make
+        self.runners[node.name] = runner
+        for child in runner.children.values():
+            self.recorders[child.name] = child
 
     def _lease(self, frame: Any, edge_id: int) -> Callable[[], None]:
-        return self.shared.lease_frame(frame._handles, edge_id)
+        return self.shared.lease_frame(frame._handles, self.spec.columns[edge_id])
 
     # -- phases ------------------------------------------------------------------------
 
@@ -186,6 +266,7 @@ class Host:
         self.listener = Listener(address, family="AF_UNIX", backlog=64)
         thread = threading.Thread(target=self._accept, daemon=True, name="framepipe-accept")
         thread.start()
+        self._accepting = thread
         return address
 
     def _accept(self) -> None:
@@ -195,12 +276,15 @@ class Host:
                 conn = self.listener.accept()
             except OSError:
                 return  # listener closed
+            if self._closing:  # close()'s own connection, made to wake this accept()
+                conn.close()
+                return
             self._connections.append(conn)
             thread = threading.Thread(
                 target=receive,
                 daemon=True,
                 name="framepipe-receive",
-                args=(conn, self.inboxes, self.shared, self.stop_event),
+                args=(conn, self.inboxes, self.shared, self.stop_event, self._edge_failed),
             )
             self._receivers.append(thread)
             thread.start()
@@ -212,49 +296,148 @@ class Host:
                 outlet.connect(addresses[self.spec.placement[outlet.downstream]])
 
     def start_nodes(self) -> None:
-        """Start a thread per stage and sink: each sets up, reports ready, then works."""
+        """Set up the stages and sinks (each in its thread, or all in the inline thread);
+        ``Ready`` is reported once all are set up, whether that worked or not."""
+        if self.inline:
+            self._spawn(self._run_inline)
+            return
         for runner in self.runners.values():
-            self._spawn(self._run_node, runner)
+            self._spawn(runner.run, self._node_set_up)
         if not self.runners:
-            self.report(("ready",))
-
-    def _run_node(self, runner: NodeRunner) -> None:
-        runner.run(self._node_set_up)
+            self.report(Ready())
 
     def _node_set_up(self) -> None:
-        with self._ready_lock:
+        with self._lock:
             self._ready += 1
-            if self._ready == len(self.runners):
-                self.report(("ready",))
+            ready = self._ready == len(self.runners)
+        if ready:
+            self.report(Ready())
 
     def go(self) -> None:
         """Start the sources (once every host is ready)."""
+        if not self.inline:
+            for source in self.sources.values():
+                self._spawn(source.run)
         self.go_event.set()
-        for source in self.sources.values():
-            self._spawn(source.run)
+        self._go_or_stop.set()
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name="framepipe-node")
-        self.threads.append(thread)
+        def body() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._ended:
+                    self._alive -= 1
+                    self._ended.notify_all()
+
+        thread = threading.Thread(target=body, daemon=True, name="framepipe-node")
+        with self._lock:
+            self._alive += 1
+            self.threads.append(thread)
         thread.start()
 
+    # -- the inline scheduler ------------------------------------------------------------
+
+    def _run_inline(self) -> None:
+        try:
+            ok = True
+            for runner in self.runners.values():
+                ok = ok and runner.setup()
+            self.report(Ready())
+            self._go_or_stop.wait()
+            if ok and not self.stop_event.is_set():
+                self._play()
+            for source in self.sources.values():
+                source.finish()
+            if self.stop_event.is_set():
+                for inbox in self.inboxes.values():
+                    inbox.close()
+            self._drain(list(self.runners.values()))
+        except BaseException as exc:  # the scheduler's own failure: fatal, never silent
+            log.error("framepipe: the inline scheduler failed", exc_info=True)
+            self.on_fatal(f"host:{self.spec.host_id}", exc)
+        finally:
+            for source in self.sources.values():
+                source.finish()
+            for runner in self.runners.values():
+                runner.finish()
+
+    def _play(self) -> None:
+        """Open the sources and run every frame through the graph, until they end or a stop."""
+        for source in self.sources.values():
+            source.open()
+        active = list(self.sources.values())
+        while active and not self.stop_event.is_set():
+            queued = [r for r in self.runners.values() if r.name in self._queued]
+            for source in list(active):
+                if not source.step():
+                    active.remove(source)
+                self._drain(queued)
+            with self._lock:
+                active.extend(self._pending_sources)
+                self._pending_sources.clear()
+
+    def _drain(self, runners: list[NodeRunner]) -> None:
+        progressed = True
+        while progressed:
+            progressed = False
+            for runner in runners:
+                if runner.ended:
+                    continue
+                while not runner.failed:
+                    items = runner.take(block=False)
+                    if items is EMPTY:
+                        break
+                    progressed = True
+                    if items is None:
+                        runner.finish()
+                        break
+                    runner.handle(items)
+
+    # -- stopping and the end ------------------------------------------------------------
+
     def stop(self) -> None:
+        """Stop: wakes everything that waits (inboxes close, producers and workers wake)."""
         self.stop_event.set()
+        self._go_or_stop.set()
+        for source in list(self.sources.values()):
+            source.removed.set()
         for inbox in self.inboxes.values():
             inbox.close()
 
     def on_fatal(self, node: str, error: BaseException) -> None:
-        self.report(("fatal", node, *_portable_error(error)))
+        """A node failed: the run stops (a source's failure only ends that source)."""
+        self.report(Fatal(node, error))
+
+    def on_failure(self, node: str, error: BaseException) -> None:
+        """A node failed without stopping the run (``close()``/``teardown()``)."""
+        self.report(Failure(node, error))
+
+    def _edge_failed(self, node: str, error: BaseException) -> None:
+        runner = self.runners.get(node)
+        if runner is not None:
+            runner.failed = True
+            runner.recorder.set_state("failed")
+            error = node_error(runner.node, error, "input failed")
+        log.error("%s", error)
+        self.on_fatal(node, error)
 
     def done(self) -> bool:
-        return all(not t.is_alive() for t in self.threads)
+        """Whether every node thread has ended (sources added while running included)."""
+        with self._lock:
+            return self._alive == 0
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Wait for every node thread to end, then (briefly) for edges still bringing
+        frames in, so frames that arrive after a node stopped count as its ``stop`` drops."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self.threads):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with self._ended:
+            if not self._ended.wait_for(lambda: self._alive == 0, timeout):
+                return False
+        for thread in list(self._receivers):
+            left = 2.0 if deadline is None else max(0.0, min(2.0, deadline - time.monotonic()))
             thread.join(left)
-        return self.done()
+        return True
 
     def stats(self) -> dict[str, NodeStats]:
         return {name: rec.snapshot() for name, rec in self.recorders.items()}
@@ -265,8 +448,9 @@ class Host:
             if runner.kind == "sink":
                 try:
                     state = runner.obj.final_state()
-                except Exception:
+                except Exception as exc:
                     log.exception("sink %r: final_state() failed", name)
+                    self.on_failure(name, node_error(runner.node, exc, "final_state() failed"))
                     continue
                 if state is not None:
                     states[name] = state
@@ -276,6 +460,14 @@ class Host:
         for outlet in self.remote_outlets:
             outlet.close()
         if self.listener is not None:
+            # Closing a listening socket does not wake a thread blocked in accept() on it
+            # (the thread and its socket would outlive the run): connect to wake it first.
+            self._closing = True
+            if self._accepting is not None and self._accepting.is_alive():
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+                    wake.settimeout(1.0)
+                    wake.connect(self.listener.address)
+                self._accepting.join(1.0)
             with contextlib.suppress(OSError):
                 self.listener.close()
         for conn in self._connections:
@@ -285,16 +477,33 @@ class Host:
 
     # -- hot add ----------------------------------------------------------------------
 
-    def add_source(self, node: Node, edges: list[Edge], addresses: dict[str, str]) -> None:
+    def add_source(
+        self,
+        node: Node,
+        edges: list[Edge],
+        columns: dict[int, int] | None = None,
+        addresses: dict[str, str] | None = None,
+    ) -> None:
+        """Start a new source feeding this host's nodes (or others', through ``addresses``)."""
         self.spec.placement[node.name] = self.spec.host_id
-        self.recorders[node.name] = StatsRecorder(node.name, "source")
+        self.spec.columns.update(columns or {})
+        self.shared.widen(max(self.spec.columns.values(), default=0) + 1)
+        self.recorders[node.name] = self._recorder(node.name, "source")
         for edge in edges:
             self.spec.edges.append(edge)
             if self.here(edge.downstream):
-                self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream, edge.policy)
+                self.inboxes[edge.downstream].add_edge(
+                    edge.id, edge.upstream, self._policy(edge.policy)
+                )
         self._build_runner(node, edges)
-        self.connect(addresses)
-        self._spawn(self.sources[node.name].run)
+        self.connect(addresses or {})
+        source = self.sources[node.name]
+        if self.inline:
+            source.open()
+            with self._lock:
+                self._pending_sources.append(source)
+        else:
+            self._spawn(source.run)
 
     def remove_source(self, name: str) -> None:
         source = self.sources.get(name)
@@ -302,69 +511,84 @@ class Host:
             source.removed.set()
 
 
-def _portable_error(error: BaseException) -> tuple[bytes, bytes | None, str]:
-    """Pickle an error and its cause for the parent; fall back to text."""
-    text = "".join(traceback.format_exception(error.__cause__ or error))
-    try:
-        blob = pickle.dumps(error)
-    except Exception:
-        blob = pickle.dumps(FramepipeError(str(error)))
-    cause = None
-    if error.__cause__ is not None:
-        try:
-            cause = cloudpickle.dumps(error.__cause__)
-            pickle.loads(cause)
-        except Exception:
-            cause = None
-    return blob, cause, text
-
-
-def restore_error(blob: bytes, cause: bytes | None, text: str) -> BaseException:
-    error: BaseException = pickle.loads(blob)
-    original: BaseException | None = None
-    if cause is not None:
-        try:
-            original = pickle.loads(cause)
-        except Exception:
-            original = None
-    error.__cause__ = original if original is not None else RemoteTraceback(text)
-    return error
-
-
 # -- the child process ---------------------------------------------------------------------
 
 STATS_EVERY = 0.5
 
 
+#: LogRecord attributes that travel to the caller (the rest may not pickle).
+_RECORD_FIELDS = (
+    "name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+    "created", "msecs", "relativeCreated", "thread", "threadName", "process", "processName",
+    "stack_info",
+)  # fmt: skip
+
+
+class ForwardLogs(logging.Handler):
+    """Sends a worker's log records to the caller, whose ``logging`` handles them.
+
+    Records keep their logger name (``framepipe.stage.<node>``), level and
+    traceback; only what pickles travels (the message is formatted here).
+    """
+
+    def __init__(self, report: Reporter) -> None:
+        super().__init__()
+        self.report = report
+        self._formatter = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {key: getattr(record, key, None) for key in _RECORD_FIELDS}
+            fields["msg"] = record.getMessage()
+            fields["exc_text"] = (
+                self._formatter.formatException(record.exc_info)
+                if record.exc_info
+                else record.exc_text
+            )
+            self.report(Log(fields))
+        except Exception:
+            self.handleError(record)
+
+
+def replay_log(fields: dict[str, Any]) -> None:
+    """Hand a record forwarded by a worker to the caller's logger of the same name."""
+    record = logging.makeLogRecord(fields)
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
 def host_main(conn: Connection, blob: bytes) -> None:
-    """Entry point of a worker process (spawned)."""
+    """Entry point of a worker process (started clean: fork server or spawn)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's owner handles Ctrl-C
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    wake_read, wake_write = os.pipe()  # wakes the control loop: a SIGTERM, or the end
+
+    def on_sigterm(*_: Any) -> None:
+        stop.set()
+        with contextlib.suppress(OSError):
+            os.write(wake_write, b"t")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     send_lock = threading.Lock()
 
-    def report(message: tuple[Any, ...]) -> None:
+    def report(message: Report) -> None:
         # If the owner is gone the send fails; the control loop notices and stops.
         with send_lock, contextlib.suppress(OSError, EOFError, ValueError):
-            conn.send(message)
+            conn.send(sendable(message))
 
     host: Host | None = None
     try:
         spec: HostSpec = cloudpickle.loads(blob)
+        root = logging.getLogger()
+        root.handlers[:] = [ForwardLogs(report)]
+        root.setLevel(spec.log_level)
         host = Host(spec, stop=stop, report=report)
-        report(("listening", host.listen()))
-        _serve(conn, host, report)
+        report(Listening(host.listen()))
+        _serve(conn, host, report, wake_read, wake_write)
     except BaseException as exc:  # anything here is the host's own failure: say it
-        report(
-            (
-                "fatal",
-                f"host:{host.spec.host_id if host is not None else '?'}",
-                *_portable_error(exc),
-            )
-        )
+        where = f"host:{host.spec.host_id if host is not None else '?'}"
+        report(Fatal(where, exc))
     finally:
         if host is not None:
             host.stop()
@@ -374,37 +598,57 @@ def host_main(conn: Connection, blob: bytes) -> None:
             conn.close()
 
 
-def _serve(conn: Connection, host: Host, report: Report) -> None:
-    last_stats = 0.0
-    while True:
+def _serve(conn: Connection, host: Host, report: Reporter, wake_read: int, wake_write: int) -> None:
+    """The worker's control loop: commands in, statistics out, until every node has ended.
+
+    It sleeps until a command arrives, the host ends, a SIGTERM, or the next
+    statistics report is due: nothing polls.
+    """
+    ended = threading.Event()
+
+    def watch() -> None:
+        host._go_or_stop.wait()
+        host.wait()
+        ended.set()
+        with contextlib.suppress(OSError):
+            os.write(wake_write, b"e")
+
+    threading.Thread(target=watch, daemon=True, name="framepipe-watch").start()
+    next_stats = time.monotonic()
+    while not ended.is_set():
         if host.stop_event.is_set():
             host.stop()  # SIGTERM sets the flag only; this closes the inboxes too
-        if (host.go_event.is_set() or host.stop_event.is_set()) and host.done():
-            break
-        try:
-            ready = conn.poll(0.1)
-            message = conn.recv() if ready else None
-        except (EOFError, OSError):
-            # The run's owner died: stop, finalize outputs, leave.
-            host.stop()
-            host.wait(5.0)
-            return
-        if message is not None:
-            kind = message[0]
-            if kind == "connect":
-                host.connect(message[1])
-                host.start_nodes()
-            elif kind == "go":
-                host.go()
-            elif kind == "stop":
+        for ready in wait([conn, wake_read], max(0.0, next_stats - time.monotonic())):
+            if ready == wake_read:
+                os.read(wake_read, 64)
+                continue
+            try:
+                command = conn.recv()
+            except (EOFError, OSError):
+                # The run's owner died: stop, finalize outputs, leave.
                 host.stop()
-            elif kind == "add_source":
-                _, node, edges, addresses = message
-                host.add_source(node, edges, addresses)
-            elif kind == "remove_source":
-                host.remove_source(message[1])
-        now = time.monotonic()
-        if now - last_stats >= STATS_EVERY:
-            last_stats = now
-            report(("stats", host.stats()))
-    report(("done", host.stats(), host.final_states()))
+                host.wait(5.0)
+                return
+            _obey(host, command)
+        if time.monotonic() >= next_stats:
+            next_stats = time.monotonic() + STATS_EVERY
+            report(Stats(host.stats()))
+    host.wait(5.0)  # edges still bringing frames in: counted before the final stats
+    report(Done(host.stats(), host.final_states()))
+
+
+def _obey(host: Host, command: Any) -> None:
+    match command:
+        case Connect(addresses):
+            host.connect(addresses)
+            host.start_nodes()
+        case Go():
+            host.go()
+        case Stop():
+            host.stop()
+        case AddSource(node, edges, columns, addresses):
+            host.add_source(node, edges, columns, addresses)
+        case RemoveSource(name):
+            host.remove_source(name)
+        case _:
+            raise TypeError(f"unknown command for a host: {command!r}")

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .._frame import Frame
+from .._frame import Frame, lent
 from .._policy import NodeOptions, Queue, RateSelector, WindowSampler
 from ..stats import StatsRecorder
+from ._clock import SYSTEM_CLOCK, Clock
 
 #: take() found nothing ready (non-blocking call).
 EMPTY: Any = object()
@@ -42,21 +43,31 @@ MERGE_PENDING_LIMIT = 64
 
 
 class Ticket:
-    """One delivered frame, held until every work item that uses it is done."""
+    """One delivered frame, held until every work item that uses it is done.
 
-    __slots__ = ("arrived", "frame", "refs", "release")
+    ``refs`` changes only under ``lock`` (the inbox's lock, which is re-entrant):
+    the inbox adds references while it holds it, workers drop theirs from
+    their own threads.
+    """
 
-    def __init__(self, frame: Frame, release: Callable[[], None] | None) -> None:
+    __slots__ = ("arrived", "frame", "lock", "refs", "release")
+
+    def __init__(
+        self, frame: Frame, release: Callable[[], None] | None, lock: threading.Condition
+    ) -> None:
         self.frame = frame
         self.release = release
+        self.lock = lock
         self.refs = 1
         self.arrived = time.monotonic()
 
     def unref(self) -> None:
-        self.refs -= 1
-        if self.refs == 0 and self.release is not None:
-            self.release()
-            self.release = None
+        with self.lock:
+            self.refs -= 1
+            if self.refs or self.release is None:
+                return
+            release, self.release = self.release, None
+        release()
 
 
 @dataclass(slots=True)
@@ -88,8 +99,15 @@ class Inbox:
     """The bounded, thread-safe inbox of one node. See the module docstring."""
 
     def __init__(
-        self, node: str, options: NodeOptions, recorder: StatsRecorder, *, ordered: bool = False
+        self,
+        node: str,
+        options: NodeOptions,
+        recorder: StatsRecorder,
+        *,
+        ordered: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock  # frame ages (max_age)
         self.node = node
         self.ordered = ordered  # offline: joins wait for their inputs instead of guessing
         self.options = options
@@ -100,7 +118,7 @@ class Inbox:
         self._closed = False
         self._seq = 0
         self._rate = RateSelector(options.fps) if options.fps else None
-        self._window = WindowSampler(*options.window) if options.window else None
+        self._window = WindowSampler(options.window) if options.window else None
         self._pending: dict[tuple[str, int], dict[int, Ticket]] = {}
         self._passed: dict[int, dict[str, int]] = {}
         self._history: dict[str, deque[tuple[str, int, Any]]] = {}
@@ -136,13 +154,21 @@ class Inbox:
         """Stop: drop everything waiting, wake producers and the worker."""
         with self._cond:
             self._closed = True
+            # What was delivered but will not be processed is counted as ``stop``
+            # drops, so a producer's output and what this node took add up.
             for edge in self._edges.values():
+                if edge.entries:
+                    self.recorder.drop("stop", len(edge.entries))
                 while edge.entries:
                     self._discard(edge, edge.entries.popleft()[1])
+            if self._pending:
+                self.recorder.drop("stop", len(self._pending))
             for tickets in self._pending.values():
                 for ticket in tickets.values():
                     ticket.unref()
             self._pending.clear()
+            if self._held:
+                self.recorder.drop("stop", len(self._held))
             while self._held:
                 entry = self._held.popleft()
                 for ticket in entry if isinstance(entry, list) else (entry,):
@@ -160,6 +186,15 @@ class Inbox:
 
     # -- producers -------------------------------------------------------------
 
+    def full(self, edge_id: int) -> bool:
+        """Whether a put on ``edge_id`` would make its producer wait."""
+        with self._cond:
+            edge = self._edges[edge_id]
+            policy = edge.policy
+            return (
+                not self._closed and policy.overflow == "block" and len(edge.entries) >= policy.size
+            )
+
     def put(
         self,
         edge_id: int,
@@ -172,43 +207,34 @@ class Inbox:
         ``release`` is called exactly once, when the inbox no longer needs the
         frame. Returns False if the frame was not accepted (inbox closed).
         """
-        ticket = Ticket(frame, release)
+        ticket = Ticket(frame, release, self._cond)
         with self._cond:
             edge = self._edges[edge_id]
             if self._closed:
+                self.recorder.drop("stop")
                 self._give_back(edge, ticket)
                 return False
             if self.options.join == "latest" and edge_id != self._order[0]:
                 self._keep_latest(edge, ticket)
                 return True
-            if self._rate is not None and not self._rate.select(frame.source, frame.pts):
+            entry: Any = ticket
+            if self._window is not None:
+                entry = self._windowed(edge, ticket)
+                if entry is None:
+                    return True
+            elif self._rate is not None and not self._rate.select(frame.source, frame.pts):
                 self.recorder.drop("rate")
                 self._give_back(edge, ticket)
                 return True
-            entry: Any = ticket
-            if self._window is not None:
-                if not self._window.sample(frame.source):
-                    self.recorder.drop("rate")
-                    self._give_back(edge, ticket)
-                    return True
-                evicted, window = self._window.push(frame.source, ticket)
-                if evicted is not None:
-                    evicted.unref()
-                if window is None:
-                    if edge.credit is not None:
-                        edge.credit(1)
-                    return True
-                for held in window:
-                    held.refs += 1
-                entry = window
             policy = edge.policy
             if len(edge.entries) >= policy.size:
                 if policy.overflow == "block":
                     while len(edge.entries) >= policy.size and not self._closed:
                         if stop is not None and stop.is_set():
                             break
-                        self._cond.wait(0.1)
+                        self._cond.wait()  # close() (every stop closes) or a take wakes it
                     if self._closed or (stop is not None and stop.is_set()):
+                        self.recorder.drop("stop")
                         self._discard(edge, entry)
                         return False
                 elif policy.overflow == "drop_oldest":
@@ -222,6 +248,34 @@ class Inbox:
             edge.entries.append((self._seq, entry))
             self._cond.notify_all()
             return True
+
+    def _windowed(self, edge: _Edge, ticket: Ticket) -> list[Ticket] | None:
+        """Sample ``ticket`` into its window; the window to process if a call is due.
+
+        Every frame that is not a sample is released at once; a sample is held
+        (its pixels too) until it leaves the window, so a window keeps at most
+        ``count`` frames alive per source, however far apart they are.
+        """
+        assert self._window is not None
+        frame = ticket.frame
+        if not self._window.sample(frame.source, frame.index, frame.pts):
+            self.recorder.drop("rate")
+            self._give_back(edge, ticket)
+            return None
+        evicted = self._window.push(frame.source, ticket)
+        if evicted is not None:
+            evicted.unref()
+        # fps=/interval= pick the calls among the samples; a call due before the
+        # window has filled is skipped (its slot is spent).
+        due = self._rate is None or self._rate.select(frame.source, frame.pts)
+        window = self._window.full(frame.source) if due else None
+        if window is None:
+            if edge.credit is not None:
+                edge.credit(1)
+            return None
+        for held in window:
+            held.refs += 1
+        return window
 
     def _give_back(self, edge: _Edge, ticket: Ticket) -> None:
         ticket.unref()
@@ -309,7 +363,7 @@ class Inbox:
 
     def _too_old(self, item: WorkItem) -> bool:
         max_age = self.options.max_age
-        if max_age is None or time.time() - item.frame.timestamp <= max_age:
+        if max_age is None or self.clock.time() - item.frame.timestamp <= max_age:
             return False
         self.recorder.drop("age")
         item.done()
@@ -412,5 +466,11 @@ class Inbox:
 
 def _with_results(frame: Frame, results: dict[str, Any]) -> Frame:
     return Frame(
-        frame.image, frame.index, frame.pts, frame.timestamp, frame.source, results, frame._handles
+        frame.image,
+        frame.index,
+        frame.pts,
+        frame.timestamp,
+        frame.source,
+        lent(results),
+        frame._handles,
     )

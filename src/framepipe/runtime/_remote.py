@@ -12,88 +12,44 @@ flight (and the shared-memory slot it holds) is always bounded:
   process paused or starved), the producer drops frames for that edge instead
   of piling them into the socket; the count goes with the next frame that is
   sent and shows as ``policy`` drops of the consumer. The producer never waits.
+
+Failures on an edge are never mistaken for its end: a result that cannot be
+pickled fails its producer, one that cannot be rebuilt fails its consumer,
+both through the run's one error path (``on_fatal``). Frames a producer could
+not send because the run was stopping are counted as ``stop`` drops of the
+consumer (the count travels with the edge's end).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import pickle
 import select
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
 import cloudpickle
-import numpy as np
 
-from .._frame import Frame
+from .._frame import Frame, lent
 from .._policy import Queue
 from ..transport._shm import Handle, SharedFrames
 from ._inbox import Inbox
 
-log = logging.getLogger("framepipe")
-
-#: Result arrays at least this big travel in shared memory instead of pickled.
-SHARED_RESULT_BYTES = 64 * 1024
 #: Frames a dropping edge may have in flight beyond what its queue holds.
 WINDOW_SLACK = 2
-_END = b"E"
+_END = b"E"  # followed by "<policy drops> <stop drops>" not yet reported
 _CREDIT = b"C"
 
 
-def export(frame: Frame, shared: SharedFrames) -> tuple[Frame, list[Handle]]:
-    """Make sure the frame's image and big array results live in shared memory.
-
-    Returns the frame to send (the same one when nothing had to move) and the
-    handles this call created; their owner hold is released by the caller once
-    every outlet has leased them.
-    """
-    handles = list(frame._handles)
-    keys = {h.key for h in handles}
-    created: list[Handle] = []
-    image = frame.image
-    if "" not in keys:
-        array, handle = shared.allocate(image.shape, str(image.dtype))
-        np.copyto(array, image)
-        array.flags.writeable = False
-        image = array
-        created.append(handle)
-    results = frame.results
-    for key, value in frame.results.items():
-        if (
-            key not in keys
-            and isinstance(value, np.ndarray)
-            and value.nbytes >= SHARED_RESULT_BYTES
-            and value.dtype != object
-        ):
-            array, handle = shared.allocate(value.shape, str(value.dtype))
-            np.copyto(array, value)
-            array.flags.writeable = False
-            if results is frame.results:
-                results = dict(results)
-            results[key] = array
-            created.append(handle.with_key(key))
-    if not created:
-        return frame, created
-    return Frame(
-        image,
-        frame.index,
-        frame.pts,
-        frame.timestamp,
-        frame.source,
-        results,
-        tuple(handles + created),
-    ), created
+class EdgeError(Exception):
+    """A frame could not be sent on, or rebuilt from, an edge between processes."""
 
 
 def encode(frame: Frame, skipped: int = 0) -> bytes:
     keys = {h.key for h in frame._handles}
-    results = (
-        {k: v for k, v in frame.results.items() if k not in keys}
-        if len(keys) > 1
-        else frame.results
-    )
+    results = {k: v for k, v in frame.results.items() if k not in keys}
     message = (
         frame.index,
         frame.pts,
@@ -105,13 +61,20 @@ def encode(frame: Frame, skipped: int = 0) -> bytes:
     )
     try:
         return pickle.dumps(message, protocol=5)
-    except (pickle.PicklingError, TypeError, AttributeError):
+    except Exception:
+        pass  # lambdas, local classes: cloudpickle knows them
+    try:
         return cloudpickle.dumps(message, protocol=5)
+    except Exception as exc:
+        raise EdgeError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def decode(data: bytes, shared: SharedFrames) -> tuple[Frame, int]:
     """The frame, and how many frames the producer dropped for this edge before it."""
-    index, pts, timestamp, source, results, handles, skipped = pickle.loads(data)
+    try:
+        index, pts, timestamp, source, results, handles, skipped = pickle.loads(data)
+    except Exception as exc:
+        raise EdgeError(f"{type(exc).__name__}: {exc}") from exc
     image = None
     for handle in handles:
         view = shared.view(handle)
@@ -119,8 +82,9 @@ def decode(data: bytes, shared: SharedFrames) -> tuple[Frame, int]:
             results[handle.key] = view
         else:
             image = view
-    assert image is not None, "a frame crossed processes without its image handle"
-    return Frame(image, index, pts, timestamp, source, results, handles), skipped
+    if image is None:
+        raise EdgeError("a frame crossed processes without its image handle")
+    return Frame(image, index, pts, timestamp, source, lent(results), handles), skipped
 
 
 class RemoteOutlet:
@@ -129,6 +93,7 @@ class RemoteOutlet:
     def __init__(
         self,
         edge_id: int,
+        column: int,
         upstream: str,
         downstream: str,
         policy: Queue,
@@ -136,6 +101,7 @@ class RemoteOutlet:
         stop: threading.Event,
     ) -> None:
         self.edge_id, self.upstream, self.downstream = edge_id, upstream, downstream
+        self.column = column
         self.policy = policy
         self.lossless = policy.overflow == "block"
         self.window = policy.size if self.lossless else policy.size + WINDOW_SLACK
@@ -145,6 +111,7 @@ class RemoteOutlet:
         self._poller: Any = None
         self.in_flight = 0
         self.skipped = 0  # dropped here since the last frame sent
+        self.stopped = 0  # not sent because the run was stopping
         self.dead = False
 
     def connect(self, address: str) -> None:
@@ -153,6 +120,7 @@ class RemoteOutlet:
             (
                 "hello",
                 self.edge_id,
+                self.column,
                 self.upstream,
                 self.downstream,
                 (self.policy.size, self.policy.overflow),
@@ -180,20 +148,29 @@ class RemoteOutlet:
         return self.in_flight < self.window
 
     def deliver(self, frame: Frame) -> None:
+        """Send ``frame``; raises ``EdgeError`` if it cannot be pickled."""
         if self.dead or self.conn is None:
             return
         try:
             if not self._room():
                 if not self.lossless:
                     self.skipped += 1
+                else:
+                    self.stopped += 1
                 return
-            for handle in frame._handles:
-                self.shared.lease(handle, self.edge_id)
             try:
-                self.conn.send_bytes(encode(frame, self.skipped))
+                data = encode(frame, self.skipped)
+            except EdgeError as exc:
+                raise EdgeError(f"result could not be sent to {self.downstream!r}: {exc}") from (
+                    exc.__cause__
+                )
+            for handle in frame._handles:
+                self.shared.lease(handle, self.column)
+            try:
+                self.conn.send_bytes(data)
             except BaseException:
                 for handle in frame._handles:
-                    self.shared.release(handle, self.edge_id)
+                    self.shared.release(handle, self.column)
                 raise
             self.skipped = 0
             self.in_flight += 1
@@ -205,7 +182,7 @@ class RemoteOutlet:
         if self.conn is None or self.dead:
             return
         with contextlib.suppress(OSError, EOFError):
-            self.conn.send_bytes(_END)
+            self.conn.send_bytes(_END + f"{self.skipped} {self.stopped}".encode())
         self.dead = True
 
     def close(self) -> None:
@@ -215,11 +192,19 @@ class RemoteOutlet:
 
 
 def receive(
-    conn: Connection, inboxes: dict[str, Inbox], shared: SharedFrames, stop: threading.Event
+    conn: Connection,
+    inboxes: dict[str, Inbox],
+    shared: SharedFrames,
+    stop: threading.Event,
+    on_fatal: Callable[[str, BaseException], None],
 ) -> None:
-    """The consumer's end of one remote edge: runs in its own thread until END."""
+    """The consumer's end of one remote edge: runs in its own thread until END.
+
+    A frame that cannot be rebuilt here is a fatal error of the consuming node;
+    the edge then ends, so the node still sees the end of its inputs.
+    """
     try:
-        _, edge_id, upstream, downstream, (size, overflow) = conn.recv()
+        _, edge_id, column, upstream, downstream, (size, overflow) = conn.recv()
     except (EOFError, OSError):
         return
     inbox = inboxes[downstream]
@@ -240,22 +225,33 @@ def receive(
     try:
         while True:
             data = conn.recv_bytes()
-            if data == _END:
+            if data[:1] == _END:
+                skipped, stopped = (int(n) for n in data[1:].split())
+                if skipped:
+                    inbox.recorder.drop("policy", skipped)
+                if stopped:
+                    inbox.recorder.drop("stop", stopped)
                 break
-            frame, skipped = decode(data, shared)
+            try:
+                frame, skipped = decode(data, shared)
+            except EdgeError as exc:
+                error = EdgeError(f"a frame from {upstream!r} could not be rebuilt: {exc}")
+                error.__cause__ = exc.__cause__
+                on_fatal(downstream, error)
+                break
             if skipped:
                 inbox.recorder.drop("policy", skipped)
 
             def release(handles: tuple[Handle, ...] = frame._handles) -> None:
                 for handle in handles:
-                    shared.release(handle, edge_id)
+                    shared.release(handle, column)
 
             inbox.put(edge_id, frame, release, stop)
             if not lossless:  # credit as soon as it is read: the inbox bounds the rest
                 credit(1)
     except (EOFError, OSError):
-        pass  # the producer is gone: this edge has ended
-    except Exception:
-        log.exception("framepipe: edge %d into %r failed", edge_id, downstream)
+        pass  # the producer is gone: this edge has ended (a dead worker is reported apart)
+    except BaseException as exc:  # a framework failure: fatal, never a silent end
+        on_fatal(downstream, EdgeError(f"the edge from {upstream!r} failed: {exc!r}"))
     finally:
         inbox.end(edge_id)

@@ -36,10 +36,14 @@ from typing import Any
 from .._errors import GraphError
 from .._frame import Frame
 from .._graph import Edge, Node, Plan
-from ..stats import RunStats, StatsRecorder
-from ._executor import Executor
-from ._inbox import EMPTY, Inbox, WorkItem
-from ._runners import NodeRunner, SourceRunner
+from .._policy import Queue
+from ..stats import StatsRecorder
+from ._executor import LocalExecutor
+from ._host import Host, HostSpec
+from ._inbox import EMPTY, WorkItem
+from ._messages import Report
+from ._outlets import LocalOutlet
+from ._runners import NodeRunner
 
 log = logging.getLogger("framepipe")
 
@@ -52,41 +56,23 @@ _DONE, _FRAME = 0, 1
 
 
 class SimClock:
-    """Simulated seconds since the start of a replay; only the replay moves it."""
+    """The run's clock in a replay: simulated seconds since its start (``frame.timestamp``,
+    ages, pacing). Only the replay moves it; nothing waits on it."""
 
     __slots__ = ("now",)
 
     def __init__(self) -> None:
         self.now = 0.0
 
-    def __call__(self) -> float:
+    def time(self) -> float:
         return self.now
 
+    def monotonic(self) -> float:
+        return self.now
 
-class _SimInbox(Inbox):
-    """An inbox whose ``max_age`` is judged on the simulated clock."""
-
-    def __init__(self, *args: Any, clock: SimClock, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.clock = clock
-
-    def _too_old(self, item: WorkItem) -> bool:
-        max_age = self.options.max_age
-        if max_age is None or self.clock() - item.frame.timestamp <= max_age:
-            return False
-        self.recorder.drop("age")
-        item.done()
-        return True
-
-    def full(self, edge_id: int) -> bool:
-        """Whether a put on ``edge_id`` would make its producer wait."""
-        with self._cond:
-            edge = self._edges[edge_id]
-            return (
-                not self._closed
-                and edge.policy.overflow == "block"
-                and len(edge.entries) >= edge.policy.size
-            )
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        # A frame is released when the replay's clock reaches its media time.
+        return event.is_set()
 
 
 class _SimRecorder(StatsRecorder):
@@ -96,16 +82,17 @@ class _SimRecorder(StatsRecorder):
         super().__init__(name, kind)
         self.clock = clock
         self._started = 0.0
-        # Set by the replay before each batch: (cost, age at start, when it is done).
-        self.planned: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        # Set by the replay before each batch: (cost, when it is done).
+        self.planned: tuple[float, float] = (0.0, 0.0)
 
     def record(
         self, latency: float, age: float | None = None, wait: float | None = None, count: int = 1
     ) -> None:
-        cost, age_at_start, done = self.planned
+        cost, done = self.planned
         self.processed += count
         self._latency.add(cost)
-        self._age.add(age_at_start)
+        if age is not None:  # on the run's clock: simulated already
+            self._age.add(age)
         self._done_times.extend([done] * count)
         if self._first is None:
             self._first = done - cost
@@ -113,11 +100,11 @@ class _SimRecorder(StatsRecorder):
 
     def finish(self) -> None:
         if self._ended is None:
-            self._ended = self.clock()
+            self._ended = self.clock.now
 
     def snapshot(self) -> Any:
         if self._ended is None:  # live view during a replay: simulated time so far
-            self._ended = self.clock()
+            self._ended = self.clock.now
             try:
                 return super().snapshot()
             finally:
@@ -128,16 +115,16 @@ class _SimRecorder(StatsRecorder):
 class _Outlet:
     """An edge as a replayed producer sees it: deliveries wait for the producer's finish."""
 
-    __slots__ = ("edge_id", "inbox", "pending")
+    __slots__ = ("edge", "pending")
 
-    def __init__(self, inbox: _SimInbox, edge_id: int, pending: deque[tuple[_Outlet, Frame]]):
-        self.inbox, self.edge_id, self.pending = inbox, edge_id, pending
+    def __init__(self, edge: LocalOutlet, pending: deque[tuple[LocalOutlet, Frame]]) -> None:
+        self.edge, self.pending = edge, pending
 
     def deliver(self, frame: Frame) -> None:
-        self.pending.append((self, frame))
+        self.pending.append((self.edge, frame))
 
     def end(self) -> None:
-        self.inbox.end(self.edge_id)
+        self.edge.end()
 
 
 class GilProbe:
@@ -235,172 +222,74 @@ def node_costs(plan: Plan, profile: Any = None) -> dict[str, Callable[[Any], flo
     return costs
 
 
-class ReplayExecutor(Executor):
-    """Runs a plan as a simulated real-time deployment, in one thread. See the module docstring."""
+class ReplayHost(Host):
+    """The host of a replay: the one build of every host, scheduled as a simulation.
+
+    Like the ``inline`` scheduler it runs every node in one thread; instead of
+    running each source frame through the graph at once it moves the run's
+    clock (``SimClock``) from event to event: a frame due at its media time, a
+    node done with its batch. Edges keep their policies (a full ``block`` edge
+    holds its producer back), and a producer's results reach the next inboxes
+    when its cost is over.
+    """
 
     def __init__(
         self,
-        plan: Plan,
+        spec: HostSpec,
         *,
-        duration: float | None = None,
-        profile: Any = None,
-        probe_gil: bool = False,
+        stop: threading.Event,
+        report: Callable[[Report], None],
+        sink_context: dict[str, Any],
+        costs: dict[str, Callable[[Any], float]],
+        duration: float | None,
+        gil_probe: GilProbe | None,
     ) -> None:
-        super().__init__(plan)
-        for node in plan.nodes.values():
-            if node.kind == "source" and getattr(node.obj, "live", False):
-                raise GraphError(
-                    f"source {node.name!r}: replay plays files as if they were live; "
-                    f"{type(node.obj).__name__} is already live (use mode='realtime')"
-                )
-        self.clock = SimClock()
+        assert isinstance(spec.clock, SimClock)
+        self.clock = spec.clock
+        self.costs = costs
         self.duration = duration
-        self.costs = node_costs(plan, profile)
-        self.recorders: dict[str, StatsRecorder] = {}
-        self.inboxes: dict[str, _SimInbox] = {}
-        self.sources: dict[str, SourceRunner] = {}
-        self.runners: dict[str, NodeRunner] = {}
-        self.pending: dict[str, deque[tuple[_Outlet, Frame]]] = {}
+        self.gil_probe = gil_probe
+        self.pending: dict[str, deque[tuple[LocalOutlet, Frame]]] = {}
         self.measured: dict[str, _Measure] = {}
-        self.gil_probe = GilProbe() if probe_gil else None
         self._busy: set[str] = set()  # nodes working on a batch
         self._held: set[str] = set()  # producers waiting on a full ``block`` edge
         self._events: list[tuple[float, int, int, str]] = []
         self._seq = 0
         self._next: dict[str, tuple[Any, float]] = {}  # source -> (image, pts) due next
         self._origin: dict[str, float] = {}  # source -> pts of its first frame
-        self._period: dict[str, float] = {}
-        self._thread: threading.Thread | None = None
-        self._done = threading.Event()
-        self._set_up = threading.Event()
-        self._build()
+        super().__init__(spec, stop=stop, report=report, sink_context=sink_context)
 
-    def _build(self) -> None:
-        plan = self.plan
-        for name in plan.order:
-            node = plan.nodes[name]
-            self.recorders[name] = _SimRecorder(name, node.kind, self.clock)
-            self.pending[name] = deque()
-            self.measured[name] = _Measure()
-            if node.kind in ("stage", "sink"):
-                self.inboxes[name] = _SimInbox(
-                    name, node.options, self.recorders[name], clock=self.clock
-                )
-        for edge in plan.edges:
-            self.inboxes[edge.downstream].add_edge(edge.id, edge.upstream, edge.policy)
-        for name in plan.order:
-            node = plan.nodes[name]
-            outlets: list[Any] = [
-                _Outlet(self.inboxes[e.downstream], e.id, self.pending[name])
-                for e in plan.outputs_of(name)
-            ]
-            if node.kind == "source":
-                self.sources[name] = SourceRunner(
-                    node,
-                    outlets,
-                    self.recorders[name],
-                    mode="replay",
-                    start=plan.start,
-                    stop=self.stop_event,
-                    on_fatal=self.on_fatal,
-                    needed_fps=plan.needed_fps(name),
-                )
-            elif node.kind in ("stage", "sink"):
-                runner = NodeRunner(
-                    node,
-                    self.inboxes[name],
-                    outlets,
-                    self.recorders[name],
-                    mode="replay",
-                    sources=plan.sources_upstream(name),
-                    stop=self.stop_event,
-                    on_fatal=self.on_fatal,
-                    sink_context={"pipeline_stats": self.stats, "pipeline_graph": plan.describe},
-                )
-                runner.max_wait = 0.0  # a batch is what is waiting when the worker is free
-                self.runners[name] = runner
+    # -- the build's hooks ------------------------------------------------------------
 
-    # -- the executor interface ------------------------------------------------------
+    def _recorder(self, name: str, kind: str) -> StatsRecorder:
+        self.pending[name] = deque()
+        self.measured[name] = _Measure()
+        return _SimRecorder(name, kind, self.clock)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="framepipe-replay")
-        self._thread.start()
-        self._set_up.wait()
+    def _policy(self, policy: Queue) -> Queue:
+        return policy  # a full ``block`` edge holds its producer, as in a live run
 
-    def join(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
+    def _outlet(self, edge: Edge) -> Any:
+        local = LocalOutlet(self.inboxes[edge.downstream], edge.id, self.stop_event)
+        return _Outlet(local, self.pending[edge.upstream])
 
-    def request_stop(self) -> None:
-        super().request_stop()
-        for inbox in self.inboxes.values():
-            inbox.close()
+    # -- the simulation ---------------------------------------------------------------
 
-    def kill(self) -> None:
-        self.request_stop()
-
-    def stats(self) -> RunStats:
-        return RunStats({name: rec.snapshot() for name, rec in self.recorders.items()})
-
-    def add_source(self, node: Node, edges: list[Edge]) -> None:
-        raise GraphError(f"source {node.name!r}: a replay cannot add sources while it runs")
-
-    def remove_source(self, name: str) -> None:
-        raise GraphError(f"source {name!r}: a replay cannot remove sources while it runs")
-
-    # -- the simulation --------------------------------------------------------------
-
-    def _run(self) -> None:
+    def _run_inline(self) -> None:
         if self.gil_probe is not None:
             self.gil_probe.start()
         try:
-            ok = all(runner.setup() for runner in self.runners.values())
-            self._set_up.set()
-            if ok:
-                for name, source in self.sources.items():
-                    source.open()
-                    self._read(name)
-                self._loop()
-        except Exception as exc:  # the replay's own failure: one named error, the run ends
-            self.on_fatal("replay", exc)
-        try:
-            for source in self.sources.values():
-                source.finish()
-            self._dispatch()
+            super()._run_inline()
         finally:
-            self._set_up.set()
-            for runner in self.runners.values():
-                runner.finish()
             for recorder in self.recorders.values():
                 recorder.finish()
             if self.gil_probe is not None:
                 self.gil_probe.stop()
-            self._done.set()
 
-    def _began(self) -> tuple[float, float, int]:
-        ticks = self.gil_probe.ticks if self.gil_probe is not None else 0
-        return time.perf_counter(), time.process_time(), ticks
-
-    def _measure(self, name: str, frames: int, wall: float, cpu: float, ticks: int) -> None:
-        probe = self.gil_probe
-        self.measured[name].add(
-            frames,
-            time.perf_counter() - wall,
-            time.process_time() - cpu,
-            probe.ticks - ticks if probe is not None else 0,
-        )
-
-    def gil_share(self, name: str) -> float | None:
-        """The estimated GIL share of node ``name``'s code (with ``probe_gil=True``)."""
-        if self.gil_probe is None:
-            return None
-        measured = self.measured[name]
-        return self.gil_probe.share(measured.ticks, measured.wall)
-
-    def _schedule(self, when: float, kind: int, name: str) -> None:
-        self._seq += 1
-        heapq.heappush(self._events, (when, kind, self._seq, name))
-
-    def _loop(self) -> None:
+    def _play(self) -> None:
+        for name, source in self.sources.items():
+            source.open()
+            self._read(name)
         self._dispatch()
         while self._events and not self.stop_event.is_set():
             when, kind, _, name = heapq.heappop(self._events)
@@ -412,6 +301,27 @@ class ReplayExecutor(Executor):
             else:
                 self._emit(name)
             self._dispatch()
+        for source in self.sources.values():
+            source.finish()
+        self._dispatch()
+
+    def _began(self) -> tuple[float, float, int]:
+        ticks = self.gil_probe.ticks if self.gil_probe is not None else 0
+        return time.perf_counter(), time.process_time(), ticks
+
+    def _measure(self, name: str, frames: int, began: tuple[float, float, int]) -> None:
+        wall, cpu, ticks = began
+        probe = self.gil_probe
+        self.measured[name].add(
+            frames,
+            time.perf_counter() - wall,
+            time.process_time() - cpu,
+            probe.ticks - ticks if probe is not None else 0,
+        )
+
+    def _schedule(self, when: float, kind: int, name: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (when, kind, self._seq, name))
 
     def _read(self, name: str) -> None:
         """Decode the next frame of source ``name`` and schedule it at its media time."""
@@ -419,22 +329,17 @@ class ReplayExecutor(Executor):
         if runner.ended or runner._iterator is None:
             runner.finish()
             return
-        began_wall, began_cpu, began_ticks = self._began()
+        began = self._began()
         try:
-            image, pts = next(runner._iterator)
-        except StopIteration:
-            runner.finish()
+            captured = runner.read()
+        except BaseException as exc:
+            runner._fail(exc, "failed")
             return
-        except Exception as exc:
-            runner._fail(exc, "failed while reading")
+        if captured is None:
             return
-        self._measure(name, 1, began_wall, began_cpu, began_ticks)
-        pts = float(pts)
-        origin = self._origin.setdefault(name, pts)
-        previous = self._next.get(name)
-        if previous is not None:
-            self._period[name] = max(pts - previous[1], 0.0)
-        due = pts - origin
+        self._measure(name, 1, began)
+        image, pts = captured
+        due = pts - self._origin.setdefault(name, pts)
         if self.duration is not None and due >= self.duration:
             runner.finish()
             return
@@ -442,35 +347,27 @@ class ReplayExecutor(Executor):
         self._schedule(max(due, self.clock.now), _FRAME, name)
 
     def _emit(self, name: str) -> None:
-        """Source ``name``'s frame is due now: deliver it (or drop it if held back too long)."""
+        """Source ``name``'s frame is due now: the runner paces it on the simulated clock
+        (a frame held back too long is dropped late) and delivers it."""
         runner = self.sources[name]
-        image, pts = self._next.pop(name)
-        due = pts - self._origin[name]
-        late = self.clock.now - due
-        if late > max(self._period.get(name, 0.0), 0.005) * 1.5:
-            runner.recorder.drop("late")
-        else:
-            frame = runner._frame(image, pts, due, None)
-            for outlet in runner.outlets:
-                outlet.deliver(frame)
-            recorder = self.recorders[name]
-            assert isinstance(recorder, _SimRecorder)
-            recorder.planned = (0.0, 0.0, self.clock.now)
-            recorder.record(0.0)
-            if not self._flush(name):
-                self._held.add(name)
-                return
+        recorder = self.recorders[name]
+        assert isinstance(recorder, _SimRecorder)
+        recorder.planned = (0.0, self.clock.now)
+        runner.deliver(*self._next.pop(name))
+        if not self._flush(name):
+            self._held.add(name)
+            return
         self._read(name)
 
     def _flush(self, name: str) -> bool:
         """Deliver what ``name`` produced, in order; False if a full ``block`` edge holds it."""
         pending = self.pending[name]
         while pending:
-            outlet, frame = pending[0]
-            if outlet.inbox.full(outlet.edge_id):
+            edge, frame = pending[0]
+            if edge.inbox.full(edge.edge_id):
                 return False
             pending.popleft()
-            outlet.inbox.put(outlet.edge_id, frame)
+            edge.deliver(frame)
         return True
 
     def _dispatch(self) -> None:
@@ -519,9 +416,64 @@ class ReplayExecutor(Executor):
             return
         recorder = self.recorders[name]
         assert isinstance(recorder, _SimRecorder)
-        recorder.planned = (cost, max(now - item.frame.timestamp for item in items), now + cost)
-        began_wall, began_cpu, began_ticks = self._began()
+        recorder.planned = (cost, now + cost)
+        began = self._began()
         runner.handle(items)  # the real code; its results wait in ``pending`` until done
-        self._measure(name, len(items), began_wall, began_cpu, began_ticks)
+        self._measure(name, len(items), began)
         self._busy.add(name)
         self._schedule(now + cost, _DONE, name)
+
+
+class ReplayExecutor(LocalExecutor):
+    """Runs a plan as a simulated real-time deployment on a ``ReplayHost``. See the
+    module docstring."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        duration: float | None = None,
+        profile: Any = None,
+        probe_gil: bool = False,
+    ) -> None:
+        for node in plan.nodes.values():
+            if node.kind == "source" and getattr(node.obj, "live", False):
+                raise GraphError(
+                    f"source {node.name!r}: replay plays files as if they were live; "
+                    f"{type(node.obj).__name__} is already live (use mode='realtime')"
+                )
+        plan.clock = SimClock()
+        self.gil_probe = GilProbe() if probe_gil else None
+        self._costs = node_costs(plan, profile)
+        self._duration = duration
+        super().__init__(plan, threaded=False)
+
+    def _host(self, spec: HostSpec, sink_context: dict[str, Any]) -> Host:
+        return ReplayHost(
+            spec,
+            stop=self.stop_event,
+            report=self._report,
+            sink_context=sink_context,
+            costs=self._costs,
+            duration=self._duration,
+            gil_probe=self.gil_probe,
+        )
+
+    @property
+    def measured(self) -> dict[str, _Measure]:
+        """Real time and CPU of each node's own code during the replay (for profiles)."""
+        assert isinstance(self.host, ReplayHost)
+        return self.host.measured
+
+    def gil_share(self, name: str) -> float | None:
+        """The estimated GIL share of node ``name``'s code (with ``probe_gil=True``)."""
+        if self.gil_probe is None:
+            return None
+        measured = self.measured[name]
+        return self.gil_probe.share(measured.ticks, measured.wall)
+
+    def add_source(self, node: Node, edges: list[Edge]) -> None:
+        raise GraphError(f"source {node.name!r}: a replay cannot add sources while it runs")
+
+    def remove_source(self, name: str) -> None:
+        raise GraphError(f"source {name!r}: a replay cannot remove sources while it runs")

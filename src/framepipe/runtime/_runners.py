@@ -4,6 +4,15 @@ A runner owns its node's object (source, stage or sink), its inbox, its
 outlets (one per output edge) and its statistics. Executors only decide where
 runners run (one thread, many threads, many processes) and how outlets reach
 the next inbox.
+
+Supervision: everything a runner does is inside one boundary. An exception
+raised by the user's per-frame call (``next()`` of a source aside, which ends
+the source) is governed by the node's ``on_error``; any other exception
+(a malformed yield, a result that cannot be sent, a framework bug) is fatal
+and reported through ``on_fatal`` naming the node. ``close()``/``teardown()``
+failures are reported through ``on_error`` (the run goes on, then fails). And
+whatever happened, ``finish()`` runs and ends every outlet, so downstream
+always sees the end of its inputs.
 """
 
 from __future__ import annotations
@@ -20,13 +29,17 @@ import cloudpickle
 import numpy as np
 
 from .._errors import FramepipeError, SinkError, SourceError, StageError
-from .._frame import Frame
+from .._frame import NO_RESULTS, Frame, with_result
 from .._graph import Node
+from .._nested import NestedPipeline
 from .._stage import FunctionStage, Stage, StageContext
 from ..sinks._base import Sink, SinkContext
 from ..sources._base import Source, SourceContext
-from ..stats import StatsRecorder
+from ..stats import NodeStats, StatsRecorder
+from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
+from ._clock import SYSTEM_CLOCK, Clock
 from ._inbox import EMPTY, Inbox, WorkItem
+from ._remote import EdgeError
 
 log = logging.getLogger("framepipe")
 
@@ -43,15 +56,14 @@ class Outlet(Protocol):
     def end(self) -> None: ...
 
 
-class Slots(Protocol):
-    """Shared-memory frame slots of this worker (processes only)."""
-
-    def allocate(self, shape: tuple[int, ...]) -> tuple[np.ndarray, Any]: ...
-
-    def release_owner(self, handle: Any) -> None: ...
-
-
 FatalHandler = Callable[[str, BaseException], None]
+
+#: ``on_error="restart"``: restarts in a row (no frame processed between them)
+#: before the node fails for good.
+RESTART_LIMIT = 5
+#: Seconds before the first restart of a row; each further one waits twice as long.
+RESTART_BACKOFF = 0.05
+RESTART_BACKOFF_MAX = 5.0
 
 
 def node_error(node: Node, exc: BaseException, what: str) -> FramepipeError:
@@ -59,9 +71,19 @@ def node_error(node: Node, exc: BaseException, what: str) -> FramepipeError:
     if isinstance(exc, FramepipeError) and getattr(exc, "node", None) == node.name:
         return exc
     kind = {"source": SourceError, "sink": SinkError}.get(node.kind, StageError)
-    error = kind(node.name, f"{what}: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
+    if isinstance(exc, EdgeError | FramepipeError):
+        error = kind(node.name, f"{what}: {exc}")
+        error.__cause__ = exc.__cause__ or exc
+    else:
+        error = kind(node.name, f"{what}: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
     return error
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return f"a {type(value).__name__}"
 
 
 class SourceRunner:
@@ -77,22 +99,30 @@ class SourceRunner:
         start: float,
         stop: threading.Event,
         on_fatal: FatalHandler,
-        slots: Slots | None = None,
-        export: bool = False,
         needed_fps: float | None = None,
+        buffers: SourceBuffers | None = None,
+        on_error: FatalHandler | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
+        self._now = clock.time
+        self._in_process = buffers is None or isinstance(buffers, InProcessBuffers)
         self.node, self.name = node, node.name
         self.needed_fps = needed_fps  # what consumers select: lets a decoder skip frames
+        self.on_error = on_error or on_fatal
         self.source: Source = node.obj
         self.outlets = outlets
         self.recorder = recorder
         self.mode, self.start = mode, start
+        # Files play at their media rate in real time (on the run's clock, simulated in a replay).
+        self._paced = mode in ("realtime", "replay") and not self.source.live
         self.stop_event = stop  # the whole run stopping
-        self.removed = threading.Event()  # just this source (remove_source)
+        # Set when this source must end: removed, or the run stopping (``Host.stop``
+        # sets it), so a source blocked in ``ctx.wait`` or pacing wakes at once.
+        self.removed = threading.Event()
         self.on_fatal = on_fatal
-        self.slots = slots
-        self.export = export  # frames must go to shared memory (remote consumers)
-        self._outstanding: dict[int, Any] = {}
+        # Where frames live: the transport's memory when consumers are in other processes.
+        self.buffers: SourceBuffers = buffers or InProcessBuffers()
         self._iterator: Iterator[Any] | None = None
         self._index = 0
         self._pace_origin: tuple[float, float] | None = None
@@ -102,16 +132,15 @@ class SourceRunner:
 
     # The source sees one stop flag for both a run stop and its own removal.
     def _stopping(self) -> bool:
-        return self.stop_event.is_set() or self.removed.is_set()
+        return self.removed.is_set() or self.stop_event.is_set()
 
     def open(self) -> None:
-        stop_any = _AnyEvent(self.stop_event, self.removed)
         self.context = SourceContext(
             self.name,
             mode=self.mode,
             start=self.start,
-            stop_event=stop_any,  # type: ignore[arg-type]
-            allocate=self._allocate if self.export else None,
+            stop_event=self.removed,
+            allocate=self.buffers.buffer,
             on_state=self.recorder.set_state,
             on_drop=lambda n: self.recorder.drop("late", n),
             needed_fps=self.needed_fps,
@@ -122,85 +151,114 @@ class SourceRunner:
         except BaseException as exc:
             self._fail(exc, "could not open")
 
-    def _allocate(self, shape: tuple[int, ...]) -> np.ndarray:
-        assert self.slots is not None
-        array, handle = self.slots.allocate(shape)
-        self._outstanding[id(array)] = handle
-        return array
-
     def step(self) -> bool:
-        """Produce and deliver one frame; False once the source has ended."""
+        """Produce and deliver one frame; False once the source has ended (or failed)."""
         if self.ended:
             return False
         if self._iterator is None or self._stopping():
             self.finish()
             return False
-        began = time.perf_counter()
+        try:
+            return self._step()
+        except Stopping:  # the run stopped while this source waited for a free slot
+            self.finish()
+            return False
+        except BaseException as exc:
+            self._fail(exc, "failed")
+            return False
+
+    def _step(self) -> bool:
+        began = perf_counter()
+        captured = self.read()
+        if captured is None:
+            return False
+        self.deliver(*captured, read_time=perf_counter() - began)
+        return True
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """The source's next ``(image, pts)``; None once it has ended or failed."""
+        assert self._iterator is not None
         try:
             captured = next(self._iterator)
         except StopIteration:
             self.finish()
-            return False
+            return None
+        except Stopping:
+            raise
         except BaseException as exc:
             self._fail(exc, "failed while reading")
-            return False
-        image, pts = captured
-        read_time = time.perf_counter() - began
-        handle = self._outstanding.pop(id(image), None)
-        self._release_outstanding()
-        if not self.source.seekable and pts < self.start:
-            self._drop_unused(handle)
-            return True
-        if self.mode == "realtime" and not self.source.live and not self._pace(pts):
-            self.recorder.drop("late")
-            self._drop_unused(handle)
-            return True
-        # A paced file frame is "captured" when it is released, not when it was decoded ahead.
-        timestamp = time.time()
-        began = time.perf_counter() - read_time  # latency counts reading and delivery, not pacing
-        frame = self._frame(image, pts, timestamp, handle)
-        for outlet in self.outlets:
-            outlet.deliver(frame)
-        if handle is not None and self.slots is not None:
-            self.slots.release_owner(handle)
-        self.recorder.record(latency=time.perf_counter() - began)
-        if self.recorder.state in ("connecting", "idle"):
-            self.recorder.set_state("running")
-        return True
+            return None
+        try:
+            return self._unpack(captured)
+        except BaseException:
+            self.buffers.close()
+            raise
 
-    def _frame(self, image: np.ndarray, pts: float, timestamp: float, handle: Any) -> Frame:
-        if handle is None and self.export and self.slots is not None:
-            array, handle = self.slots.allocate(image.shape)
-            np.copyto(array, image)
-            image = array
+    def deliver(self, image: np.ndarray, pts: float, read_time: float = 0.0) -> None:
+        """Pace a frame that was read, then hand it to every outlet (or drop it late)."""
+        if not self.source.seekable and pts < self.start:
+            self.buffers.close()
+            return
+        if self._paced and not self._pace(pts):
+            self.recorder.drop("late")
+            self.buffers.close()
+            return
+        # A paced file frame is "captured" when it is released, not when it was decoded ahead.
+        timestamp = self._now()
+        began = perf_counter() - read_time  # latency counts reading and delivery, not pacing
+        if self._in_process:
+            held: tuple[Any, ...] = ()
+        else:
+            image, held = self.buffers.adopt(image)
         view = image.view()
         view.flags.writeable = False
-        frame = Frame(
-            view,
-            self._index,
-            float(pts),
-            timestamp,
-            self.name,
-            {},
-            (handle,) if handle is not None else (),
-        )
+        frame = Frame(view, self._index, pts, timestamp, self.name, NO_RESULTS, held)
         self._index += 1
-        return frame
+        if held:
+            try:
+                for outlet in self.outlets:
+                    outlet.deliver(frame)
+            finally:
+                self.buffers.drop(held)  # consumers hold their own leases now
+        else:
+            for outlet in self.outlets:
+                outlet.deliver(frame)
+        self.recorder.record(latency=perf_counter() - began)
+        if self.recorder.state in ("connecting", "idle"):
+            self.recorder.set_state("running")
 
-    def _drop_unused(self, handle: Any) -> None:
-        if handle is not None and self.slots is not None:
-            self.slots.release_owner(handle)
-
-    def _release_outstanding(self) -> None:
-        # Buffers a source asked for but did not yield go back at once.
-        if self._outstanding and self.slots is not None:
-            for handle in self._outstanding.values():
-                self.slots.release_owner(handle)
-            self._outstanding.clear()
+    def _unpack(self, captured: Any) -> tuple[np.ndarray, float]:
+        if type(captured) is tuple and len(captured) == 2:  # the common case, checked fast
+            image, pts = captured
+            if (
+                type(image) is np.ndarray
+                and image.ndim == 3
+                and image.dtype == np.uint8
+                and type(pts) is float
+            ):
+                return image, pts
+        if not _pair(captured):
+            raise SourceError(
+                self.name, f"open() must yield (image, pts) pairs, got {_describe(captured)}"
+            )
+        image, pts = captured
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.dtype != np.uint8:
+            raise SourceError(
+                self.name,
+                f"frame {self._index}: open() must yield an HxWx3 uint8 image with its pts, "
+                f"got {_describe(image)}"
+                + (f" of {image.dtype}" if isinstance(image, np.ndarray) else ""),
+            )
+        try:
+            return image, float(pts)
+        except (TypeError, ValueError):
+            raise SourceError(
+                self.name, f"frame {self._index}: pts must be seconds, got {_describe(pts)}"
+            ) from None
 
     def _pace(self, pts: float) -> bool:
         """Wait until the frame's media time is due; False if it is already a frame late."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._pace_origin is None:
             self._pace_origin = (now, pts)
         origin_wall, origin_pts = self._pace_origin
@@ -208,7 +266,7 @@ class SourceRunner:
         interval = pts - self._last_pts if self._last_pts is not None else 0.0
         self._last_pts = pts
         if due > now:
-            self.stop_event.wait(due - now)
+            self.clock.wait(self.removed, due - now)
             return True
         return now - due <= max(interval, 0.005) * 1.5
 
@@ -219,52 +277,71 @@ class SourceRunner:
         log.error(
             "source %r %s: %s", self.name, what, exc, exc_info=not isinstance(exc, FramepipeError)
         )
-        self.finish(state="failed")
-        self.on_fatal(self.name, error)
+        try:
+            self.finish(state="failed")
+        finally:
+            self.on_fatal(self.name, error)
 
     def finish(self, state: str = "ended") -> None:
         if self.ended:
             return
         self.ended = True
-        if self._iterator is not None:
-            close = getattr(self._iterator, "close", None)
-            try:
-                if close is not None:
-                    close()
-            except Exception:  # a failing close must not hide the end of the stream
-                log.exception("source %r: error while closing", self.name)
-        self._release_outstanding()
-        for outlet in self.outlets:
-            outlet.end()
-        if self.recorder.state != "failed":
-            self.recorder.set_state(state)
-        self.recorder.finish()
+        try:
+            if self._iterator is not None:
+                close = getattr(self._iterator, "close", None)
+                try:
+                    if close is not None:
+                        close()
+                except Exception as exc:  # reported; the end of the stream still goes out
+                    log.error("source %r: closing failed", self.name, exc_info=True)
+                    self.on_error(self.name, node_error(self.node, exc, "closing failed"))
+            self.buffers.close()
+        finally:
+            _end_all(self.outlets, self.name)
+            if self.recorder.state != "failed":
+                self.recorder.set_state(state)
+            self.recorder.finish()
 
     def run(self) -> None:
-        """Thread body: open, read until the end or a stop."""
-        self.open()
-        while self.step():
-            pass
+        """Thread body: open, read until the end or a stop; always finish."""
+        try:
+            self.open()
+            while self.step():
+                pass
+        except BaseException as exc:
+            if not self.ended:
+                self._fail(exc, "failed")
+        finally:
+            self.finish()
 
 
-class _AnyEvent:
-    """Looks like a threading.Event that is set when either of two events is."""
+def ordered_stats(
+    recorders: dict[str, StatsRecorder] | dict[str, NodeStats], order: list[str]
+) -> dict[str, NodeStats]:
+    """Snapshots in plan order, each nested pipeline's ``outer/inner`` rows after it."""
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(
+        (n for n in recorders if n.split("/", 1)[0] in rank),
+        key=lambda n: (rank[n.split("/", 1)[0]], "/" in n),
+    )
+    out: dict[str, NodeStats] = {}
+    for name in names:
+        value = recorders[name]
+        out[name] = value.snapshot() if isinstance(value, StatsRecorder) else value
+    return out
 
-    def __init__(self, a: threading.Event, b: threading.Event) -> None:
-        self.a, self.b = a, b
 
-    def is_set(self) -> bool:
-        return self.a.is_set() or self.b.is_set()
+def _pair(captured: Any) -> bool:
+    return isinstance(captured, tuple) and len(captured) == 2
 
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self.is_set():
-                return True
-            step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
-            if step <= 0:
-                return self.is_set()
-            self.a.wait(step)
+
+def _end_all(outlets: list[Outlet], node: str) -> None:
+    """End every outlet, even if one fails: downstream must always see the end."""
+    for outlet in outlets:
+        try:
+            outlet.end()
+        except Exception:
+            log.exception("%r: could not end an output edge", node)
 
 
 class NodeRunner:
@@ -282,12 +359,15 @@ class NodeRunner:
         stop: threading.Event,
         on_fatal: FatalHandler,
         sink_context: dict[str, Any] | None = None,
-        shared: Any = None,
+        exporter: Exporter | None = None,
+        on_failure: FatalHandler | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
+        self._now = clock.time
         self.node, self.name, self.kind = node, node.name, node.kind
-        # Set when some outlet leads to another process: results are moved to
-        # shared memory once, before the first outlet sends them.
-        self.shared = shared
+        # Set when some outlet leads to another process (see ``forward``).
+        self.exporter = exporter
         self.obj: Any = node.obj
         self.inbox = inbox
         self.outlets = outlets
@@ -296,13 +376,25 @@ class NodeRunner:
         self.sources = sources
         self.stop_event = stop
         self.on_fatal = on_fatal
+        self.on_failure = on_failure or on_fatal  # close()/teardown(): reported, not stopping
         self.on_error = node.options.on_error
+        self.failures_in_a_row = 0
         self.sink_context = sink_context or {}
         self.logger = logging.getLogger(f"framepipe.{node.kind}.{node.name}")
         self._blob = cloudpickle.dumps(self.obj) if self.on_error == "restart" else None
+        #: Rows of a nested pipeline's inner stages (``outer/inner``), kept across restarts.
+        self.children: dict[str, StatsRecorder] = (
+            {
+                inner: StatsRecorder(f"{node.name}/{inner}", "stage")
+                for inner in self.obj.inner_names
+            }
+            if isinstance(self.obj, NestedPipeline)
+            else {}
+        )
         self.started = False
         self.ended = False
         self.failed = False
+        self._sink_error = ""  # the last SinkError logged, so repeats are not
         self._call: Callable[[Any], Any] = (
             self.obj.process if node.kind != "sink" else self.obj.write
         )
@@ -321,12 +413,24 @@ class NodeRunner:
             self.failed = True
             self.recorder.set_state("failed")
             what = "could not open" if self.kind == "sink" else "setup() failed"
-            self.logger.error("%s %r %s", self.kind, self.name, what, exc_info=True)
+            self._log_failure(what, exc)
             self.on_fatal(self.name, node_error(self.node, exc, what))
             return False
         self.started = True
         self.recorder.set_state("running")
         return True
+
+    def _log_failure(self, what: str, exc: BaseException) -> None:
+        # framepipe's own errors name the node and the cause: no traceback for them.
+        ours = isinstance(exc, FramepipeError)
+        self.logger.error(
+            "%s %r %s%s",
+            self.kind,
+            self.name,
+            what,
+            f": {exc}" if ours else "",
+            exc_info=None if ours else exc,
+        )
 
     def _setup_obj(self) -> None:
         if self.kind == "sink":
@@ -344,6 +448,8 @@ class NodeRunner:
         else:
             stage: Stage = self.obj
             stage.context = StageContext(name=self.name, mode=self.mode, logger=self.logger)
+            if isinstance(stage, NestedPipeline):
+                stage.recorders = self.children
             stage.setup()
         obj = self.obj
         if self.kind == "sink":
@@ -363,23 +469,25 @@ class NodeRunner:
             else:
                 self.obj.teardown()
         except BaseException as exc:
+            # Whatever on_error says: a sink that could not finalize its output
+            # (or a stage that could not let go of a resource) fails the run.
             what = "close() failed" if self.kind == "sink" else "teardown() failed"
-            self.logger.error("%s %r %s", self.kind, self.name, what, exc_info=True)
-            if self.on_error == "stop":
-                self.on_fatal(self.name, node_error(self.node, exc, what))
+            self._log_failure(what, exc)
+            self.on_failure(self.name, node_error(self.node, exc, what))
 
     def finish(self) -> None:
-        """Tear down, tell downstream nothing more comes, close the books."""
+        """Tear down, tell downstream nothing more comes, close the books. Always ends."""
         if self.ended:
             return
         self.ended = True
-        self.inbox.close()  # nobody reads it any more: release what waits, wake producers
-        self.teardown()
-        for outlet in self.outlets:
-            outlet.end()
-        if not self.failed:
-            self.recorder.set_state("ended")
-        self.recorder.finish()
+        try:
+            self.inbox.close()  # nobody reads it any more: release what waits, wake producers
+            self.teardown()
+        finally:
+            _end_all(self.outlets, self.name)
+            if not self.failed:
+                self.recorder.set_state("ended")
+            self.recorder.finish()
 
     # -- work --------------------------------------------------------------------
 
@@ -400,7 +508,7 @@ class NodeRunner:
 
     def handle(self, items: list[WorkItem]) -> None:
         """Process a batch (usually of one) and forward the results."""
-        now = time.time()
+        now = self.clock.time()
         began = time.perf_counter()
         try:
             if self.kind == "sink":
@@ -424,14 +532,18 @@ class NodeRunner:
             self._failed(exc, len(items))
             return
         took = time.perf_counter() - began
+        self.failures_in_a_row = 0
         ages = [now - item.frame.timestamp for item in items]
         self.recorder.record(
             latency=took, age=max(ages), wait=max(i.wait for i in items), count=len(items)
         )
-        for item, value in zip(items, values, strict=True):
-            if value is not None:
-                self.forward(item.frame, value)
-            item.done()
+        try:
+            for item, value in zip(items, values, strict=True):
+                if value is not None and not self.failed:
+                    self.forward(item.frame, value)
+        finally:
+            for item in items:
+                item.done()
 
     def accept(self, frame: Frame) -> None:
         """Inline fast path: process one frame now, in the producer's call.
@@ -445,7 +557,7 @@ class NodeRunner:
         if rate is not None and not rate.select(frame.source, frame.pts):
             self.recorder.drop("rate")
             return
-        age = time.time() - frame.timestamp
+        age = self._now() - frame.timestamp
         if self._max_age is not None and age > self._max_age:
             self.recorder.drop("age")
             return
@@ -456,37 +568,57 @@ class NodeRunner:
             self._failed(exc, 1)
             return
         done = perf_counter()
+        if self.failures_in_a_row:
+            self.failures_in_a_row = 0
         self.recorder.record_one(done, done - began, age)
         if value is not None:
             self.forward(frame, value)
 
     def forward(self, frame: Frame, value: Any) -> None:
-        """Send ``frame`` on with this node's result attached, to every outlet."""
+        """Send ``frame`` on with this node's result attached, to every outlet.
+
+        A failure here is not the user's: it is fatal whatever ``on_error`` says.
+        """
         outlets = self.outlets
         if not outlets:
             return
-        out = Frame(
-            frame.image,
-            frame.index,
-            frame.pts,
-            frame.timestamp,
-            frame.source,
-            {**frame.results, self.name: value},
-            frame._handles,
-        )
-        if self.shared is None:
-            for outlet in outlets:
-                outlet.deliver(out)
-            return
-        # Some outlet leads to another process: move big results to shared memory
-        # once, before the first outlet sends them.
-        from ._remote import export
+        try:
+            out = Frame(
+                frame.image,
+                frame.index,
+                frame.pts,
+                frame.timestamp,
+                frame.source,
+                with_result(frame.results, self.name, value),
+                frame._handles,
+            )
+            if self.exporter is None:
+                for outlet in outlets:
+                    outlet.deliver(out)
+                return
+            # Some outlet leads to another process: the transport moves the frame's
+            # data once, before the first outlet sends it.
+            out, sent = self.exporter(out)
+            try:
+                for outlet in outlets:
+                    outlet.deliver(out)
+            finally:
+                sent()
+        except Stopping:
+            return  # the run stopped while waiting for a slot: the frame is not sent
+        except Exception as exc:
+            self._fatal(exc, "could not pass its result on")
 
-        out, created = export(out, self.shared)
-        for outlet in outlets:
-            outlet.deliver(out)
-        for handle in created:
-            self.shared.release_owner(handle)
+    def _fatal(self, exc: BaseException, what: str) -> None:
+        """A failure outside the user's per-frame call: the run stops, naming this node."""
+        if self.failed:
+            return
+        self.failed = True
+        self.recorder.set_state("failed")
+        self.logger.error(
+            "%s %r %s; stopping the pipeline", self.kind, self.name, what, exc_info=exc
+        )
+        self.on_fatal(self.name, node_error(self.node, exc, what))
 
     def _failed(self, exc: BaseException, count: int) -> None:
         for _ in range(count):
@@ -494,10 +626,15 @@ class NodeRunner:
         if self.on_error == "stop":
             self.failed = True
             self.recorder.set_state("failed")
-            self.logger.error(
-                "%s %r failed; stopping the pipeline", self.kind, self.name, exc_info=exc
-            )
+            self._log_failure("failed; stopping the pipeline", exc)
             self.on_fatal(self.name, node_error(self.node, exc, "failed"))
+            return
+        if self.kind == "sink" and isinstance(exc, SinkError):
+            # A sink's own error (a full disk) repeats for every later frame: log it once;
+            # the frames it costs are counted as errors.
+            if str(exc) != self._sink_error:
+                self._sink_error = str(exc)
+                self.logger.error("%s (on_error=%r; later frames counted)", exc, self.on_error)
             return
         self.logger.error(
             "%s %r failed on a frame (on_error=%r):\n%s",
@@ -507,10 +644,22 @@ class NodeRunner:
             "".join(traceback.format_exception(exc)).rstrip(),
         )
         if self.on_error == "restart":
-            self._restart()
+            self._restart(exc)
 
-    def _restart(self) -> None:
+    def _restart(self, exc: BaseException) -> None:
+        """Recreate the node and set it up again, after a back-off; give up after a limit."""
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row > RESTART_LIMIT:
+            self._fatal(
+                exc,
+                f"failed {self.failures_in_a_row} times in a row; gave up after "
+                f"{RESTART_LIMIT} restarts",
+            )
+            return
         self.teardown()
+        pause = min(RESTART_BACKOFF * 2 ** (self.failures_in_a_row - 1), RESTART_BACKOFF_MAX)
+        if self.stop_event.wait(pause):
+            return  # stopping: no restart; finish() ends the node
         if self._blob is not None:
             self.obj = cloudpickle.loads(self._blob)
         self.recorder.restarts += 1
@@ -535,5 +684,7 @@ class NodeRunner:
                     if items is None:
                         break
                     self.handle(items)
+        except BaseException as exc:  # the framework's own failure: fatal, never silent
+            self._fatal(exc, "failed")
         finally:
             self.finish()

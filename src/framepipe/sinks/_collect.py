@@ -5,8 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .._frame import Frame
 from ._base import Sink
+
+
+def detach(value: Any) -> Any:
+    """An owned copy of every array in ``value`` (through dicts, lists and tuples).
+
+    The borrow rule: arrays a sink receives may be views of memory that is
+    reused once ``write()`` returns (shared-memory slots, a stage's buffer), so
+    whatever a sink keeps past ``write()`` it copies first.
+    """
+    if isinstance(value, np.ndarray):
+        return np.array(value, copy=True)
+    if isinstance(value, dict):
+        return {k: detach(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [detach(v) for v in value]
+    if isinstance(value, tuple):
+        items = [detach(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
 
 
 class Collect(Sink):
@@ -16,7 +37,8 @@ class Collect(Sink):
     one source feeds the sink, keys are ``(source, index)`` so frames of
     different sources never overwrite each other (a source added while running
     switches the keys of what was already collected too). ``collect.results`` is filled
-    in the caller's process whatever the executor.
+    in the caller's process whatever the executor. Arrays are kept as owned copies
+    (see ``detach``), never as views of a frame's memory.
 
     Example::
 
@@ -47,7 +69,7 @@ class Collect(Sink):
         key: Any = (frame.source, frame.index) if self._by_source else frame.index
         for name in self.context.inputs:
             if name in frame.results:
-                self.results.setdefault(name, {})[key] = frame.results[name]
+                self.results.setdefault(name, {})[key] = detach(frame.results[name])
 
     def final_state(self) -> Any:
         return self.results

@@ -55,7 +55,7 @@ import numpy as np
 
 from .._frame import Frame
 
-__all__ = ["MAX_ARRAY_ITEMS", "MAX_BYTES", "dumps", "encode", "frame_records", "to_json"]
+__all__ = ["MAX_ARRAY_ITEMS", "MAX_BYTES", "dumps", "encode", "frame_record", "to_json"]
 
 #: Arrays with more items than this become a ``{"array": shape, "dtype": ...}`` placeholder.
 MAX_ARRAY_ITEMS = 4096
@@ -85,24 +85,23 @@ def encode(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def frame_records(frame: Frame, nodes: Iterable[str]) -> list[dict[str, Any]]:
-    """The JSON-native records of one frame: one per node of ``nodes`` with a result in it.
+def frame_record(frame: Frame, nodes: Iterable[str]) -> dict[str, Any] | None:
+    """The JSON-native record of one frame, or None when none of ``nodes`` has a result in it.
 
-    Each record is ``{"source", "index", "pts", "timestamp", "node", "value"}``,
-    ``value`` being ``to_json(frame.results[node])``. JSON Lines files hold one
-    record a line; webhooks post lists of them.
+    The record is ``{"source", "index", "pts", "timestamp", "results"}``, ``results``
+    holding ``to_json(frame.results[node])`` for each node of ``nodes`` the frame has a
+    result of. JSON Lines files hold one record a line; webhooks post lists of them.
     """
-    head = {
+    results = {node: _convert(frame.results[node], 0) for node in nodes if node in frame.results}
+    if not results:
+        return None
+    return {
         "source": frame.source,
         "index": int(frame.index),
         "pts": _convert(float(frame.pts), 0),
         "timestamp": _convert(float(frame.timestamp), 0),
+        "results": results,
     }
-    return [
-        {**head, "node": node, "value": _convert(frame.results[node], 0)}
-        for node in nodes
-        if node in frame.results
-    ]
 
 
 def _convert(value: Any, depth: int) -> Any:

@@ -1,4 +1,4 @@
-"""Results as JSON Lines: one JSON object per frame and input node."""
+"""Results as JSON Lines: one JSON object per frame."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ from typing import Any
 from .._errors import SinkError
 from .._frame import Frame
 from ._base import Sink
-from ._json import encode, frame_records
+from ._json import encode, frame_record
 
 
 class JsonLines(Sink):
-    """Append one JSON object per frame and input node to a ``.jsonl`` file.
+    """Append one JSON object per frame to a ``.jsonl`` file.
 
-    Each line is ``{"source", "index", "pts", "timestamp", "node", "value"}``:
-    ``node`` is the input node whose result ``value`` is (encoded by the shared
-    framepipe JSON rules: numpy values, ``supervision.Detections`` as one object
-    per detection, images as ``{"image": [h, w, 3]}``). A frame gets one line per
-    input node that has a result in it, so a sink fed by ``detect`` and ``count``
-    writes two lines a frame.
+    Each line is ``{"source", "index", "pts", "timestamp", "results"}``:
+    ``results`` maps each input node that has a result for the frame to that
+    result (encoded by the shared framepipe JSON rules: numpy values,
+    ``supervision.Detections`` as one object per detection, images as
+    ``{"image": [h, w, 3]}``). A sink fed by ``track`` and ``count`` writes one
+    line a frame, ``{"results": {"track": [...], "count": {...}}}``: a sink
+    merges its inputs (``join="merge"``) unless told otherwise. Frames without a
+    result of any input write nothing.
 
     Every ``write()`` hands its lines to the operating system in one ``write``
     call, with no buffer in between: when the run stops, is interrupted or dies
@@ -36,7 +38,7 @@ class JsonLines(Sink):
     Example::
 
         pipe.sink("log", fp.sinks.JsonLines("out/detections.jsonl"), after=[detect])
-        # later: [json.loads(line) for line in open("out/detections.jsonl")]
+        # later: [json.loads(line)["results"]["detect"] for line in open("out/detections.jsonl")]
     """
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
@@ -45,6 +47,7 @@ class JsonLines(Sink):
         #: Lines written by the run (read it after the run, whatever the executor).
         self.lines = 0
         self._file: io.FileIO | None = None
+        self._end = 0  # bytes of whole lines in the file
 
     def open(self) -> None:
         self.lines = 0
@@ -54,6 +57,7 @@ class JsonLines(Sink):
             # user space when the process ends without close().
             # Kept open across calls, closed by close(): not a with-block.
             self._file = open(self.path, "ab" if self.append else "wb", buffering=0)  # noqa: SIM115
+            self._end = self._file.seek(0, os.SEEK_END)
         except OSError as exc:
             raise SinkError(
                 self.context.name,
@@ -63,19 +67,30 @@ class JsonLines(Sink):
     def write(self, frame: Frame) -> None:
         if self._file is None:
             raise SinkError(self.context.name, "write() before open() or after close()")
-        records = frame_records(frame, self.context.inputs or frame.results)
-        if not records:
+        record = frame_record(frame, self.context.inputs or frame.results)
+        if record is None:
             return
-        data = "".join(encode(record) + "\n" for record in records).encode("utf-8")
+        data = (encode(record) + "\n").encode("utf-8")
         try:
             view = memoryview(data)
             while view:  # a raw write may be partial; finish the block
                 view = view[self._file.write(view) :]
         except OSError as exc:
+            self._cut_partial_line()
             raise SinkError(
-                self.context.name, f"cannot write to {str(self.path)!r}: {exc}"
+                self.context.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}"
             ) from exc
-        self.lines += len(records)
+        self._end += len(data)
+        self.lines += 1
+
+    def _cut_partial_line(self) -> None:
+        # A full disk takes part of a block: cut it off, so the file ends with a whole line.
+        assert self._file is not None
+        try:
+            os.ftruncate(self._file.fileno(), self._end)
+            self._file.seek(self._end)
+        except OSError:
+            pass  # the write error is what gets reported
 
     def close(self) -> None:
         if self._file is not None:

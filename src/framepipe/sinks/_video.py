@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,26 @@ _AVCOL_RANGE_MPEG, _AVCOL_RANGE_JPEG = 1, 2
 # Encoder options when the caller gives none: real-time pipelines need an encoder that keeps
 # up, and x264/x265's default "medium" preset falls behind at 720p on small machines.
 _FAST_PRESETS = {"libx264": {"preset": "veryfast"}, "libx265": {"preset": "veryfast"}}
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory an encoder freed back to the operating system (glibc only).
+
+    An encoder allocates tens of megabytes of frame buffers and frees them at close;
+    glibc keeps the freed pages in its arenas, so a process that records run after run
+    (a service) would see its resident size creep up by megabytes a run without leaking.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = False
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError):
+                _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 class VideoFile(Sink):
@@ -109,6 +132,11 @@ class VideoFile(Sink):
         self.frames = 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
+        # Why the file stopped taking frames (a full disk...): later writes fail with it.
+        self._broken: str | None = None
+        # File size after the last frame that reached the disk whole; a failed write is cut
+        # back to it, so a full disk leaves a file that plays up to its last complete fragment.
+        self._good_size = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -133,6 +161,8 @@ class VideoFile(Sink):
 
         self.frames = 0
         self._stream = None
+        self._broken = None
+        self._good_size = 0
         self._warned: set[str] = set()
         # Create (and truncate) the file now: av.open() only touches it at the first frame,
         # and a bad path must fail when the run starts, not minutes later.
@@ -159,6 +189,8 @@ class VideoFile(Sink):
     def write(self, frame: Frame) -> None:
         import av
 
+        if self._broken is not None:
+            raise SinkError(self.context.name, self._broken)
         if self._container is None:
             raise SinkError(self.context.name, "write() before open() or after close()")
         image = frame.display_image
@@ -166,7 +198,8 @@ class VideoFile(Sink):
             try:
                 self._stream = self._start(image)
             except (av.error.FFmpegError, ValueError) as exc:  # the container refuses the codec
-                raise SinkError(self.context.name, self._encode_error(exc, frame.index)) from exc
+                self._abandon(self._encode_error(exc, frame.index))
+                raise SinkError(self.context.name, str(self._broken)) from exc
         image = self._fit(image, frame.index)
         picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         picture.pts, picture.duration = self._timestamp(frame.pts)
@@ -174,9 +207,14 @@ class VideoFile(Sink):
         try:
             for packet in self._stream.encode(picture):
                 self._container.mux(packet)
+        except OSError as exc:  # av.error.OSError: the disk is full, the device is gone
+            self._abandon(f"cannot write {str(self.path)!r}: {exc.strerror or exc}")
+            raise SinkError(self.context.name, str(self._broken)) from exc
         except av.error.FFmpegError as exc:
-            raise SinkError(self.context.name, self._encode_error(exc, frame.index)) from exc
+            self._abandon(self._encode_error(exc, frame.index))
+            raise SinkError(self.context.name, str(self._broken)) from exc
         self.frames += 1
+        self._good_size = self._size_on_disk()
 
     def close(self) -> None:
         container, self._container = self._container, None
@@ -195,20 +233,65 @@ class VideoFile(Sink):
             container.close()  # writes the trailer: the index of a non-fragmented file
         except av.error.FFmpegError as exc:
             error = error or exc
+        self._stream = None
+        _release_freed_memory()
+        if error is not None and self.frames:
+            self._cut_to_good_size()
         if self.frames == 0:
             # Only the empty file open() created, or a header with no picture: leave nothing
             # that looks like a video. A failed first write() has already raised its error.
-            self.path.unlink(missing_ok=True)
-            self.context.logger.warning(
-                "%s: no frame was encoded; %s not written%s",
-                self.context.name,
-                self.path,
-                f" ({error})" if error else "",
-            )
+            self._discard(error)
         elif error is not None:
             raise SinkError(
                 self.context.name, f"could not finish {str(self.path)!r}: {error}"
             ) from error
+
+    def _abandon(self, reason: str) -> None:
+        """Stop using the file after a failed write, keeping what reached the disk whole.
+
+        FFmpeg's muxer must not be called again after a failed write (PyAV crashes on it):
+        the container is closed at once, its errors ignored, and later writes raise.
+        """
+        import av
+
+        self._broken = f"{reason}; the sink stopped writing"
+        container, self._container = self._container, None
+        if container is None:
+            return
+        with contextlib.suppress(av.error.FFmpegError):  # the same full disk again
+            container.close()
+        if self.frames:
+            self._cut_to_good_size()
+            self.context.logger.warning(
+                "%s: %s cut back to what reached the disk whole (%d frames encoded)",
+                self.context.name,
+                self.path,
+                self.frames,
+            )
+        else:
+            self._discard(None)
+
+    def _size_on_disk(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return self._good_size
+
+    def _cut_to_good_size(self) -> None:
+        try:
+            if os.stat(self.path).st_size > self._good_size:
+                os.truncate(self.path, self._good_size)
+        except OSError:
+            pass  # nothing more can be done for the file; the error is reported already
+
+    def _discard(self, error: Exception | None) -> None:
+        self.path.unlink(missing_ok=True)
+        self.context.logger.warning(
+            "%s: no frame was encoded; %s not written%s",
+            self.context.name,
+            self.path,
+            f" ({error})" if error else "",
+        )
 
     def final_state(self) -> Any:
         return self.frames

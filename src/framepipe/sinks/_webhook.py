@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from .._frame import Frame
 from ._base import Sink
-from ._json import encode, frame_records
+from ._json import encode, frame_record
 
 if TYPE_CHECKING:
     import httpx
@@ -27,7 +27,7 @@ class Webhook(Sink):
 
     The body of each request is a JSON list of records, the same objects a
     ``JsonLines`` file holds one per line: ``{"source", "index", "pts",
-    "timestamp", "node", "value"}``, one per frame and input node.
+    "timestamp", "results"}``, one per frame.
 
     ``write()`` never blocks the pipeline: it encodes the frame's results and
     appends them to a buffer of at most ``buffer`` records; when the buffer is
@@ -142,11 +142,13 @@ class Webhook(Sink):
         self._thread.start()
 
     def write(self, frame: Frame) -> None:
-        records = frame_records(frame, self.context.inputs or frame.results)
+        record = frame_record(frame, self.context.inputs or frame.results)
+        if record is None:
+            return
         now = time.monotonic()
         with self._cond:
             was_empty = not self._queue
-            self._queue.extend((now, record) for record in records)
+            self._queue.append((now, record))
             overflow = len(self._queue) - self.buffer
             for _ in range(overflow):
                 self._queue.popleft()

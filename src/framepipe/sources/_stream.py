@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -283,6 +285,7 @@ class LiveSource(Source):
             name=f"framepipe-{ctx.name}",
         )
         reader.start()
+        connected = False
         try:
             while not ctx.stopping:
                 # A short wait so that a stop is noticed within a tenth of a second.
@@ -291,6 +294,7 @@ class LiveSource(Source):
                     if event == "+reconnect":
                         ctx.count_reconnect()
                     elif event != ctx.state:
+                        connected = connected or event == "connected"
                         ctx.set_state(event)
                 if replaced:
                     ctx.drop(replaced)
@@ -306,6 +310,11 @@ class LiveSource(Source):
             # A reader blocked in a read leaves by itself within its read timeout and
             # closes its own connection, so the worker need not wait for it.
             reader.join(timeout=0.5)
+            if not connected and ctx.state != "failed":
+                # Stopped (a duration, Ctrl-C) before the input ever answered: a run that
+                # saw nothing of it must not pass for a good one. "failed" says so.
+                ctx.logger.error("%s: never connected to %s", ctx.name, self._target())
+                ctx.set_state("failed")
 
     def _read_guarded(self, ctx: SourceContext, handoff: Handoff) -> None:
         try:
@@ -322,6 +331,7 @@ class LiveSource(Source):
         progress = Progress()
         failures = 0  # consecutive attempts that delivered no frame
         attempts = 0
+        ever_connected = False
         while not handoff.halt.is_set():
             # Before a retry the state is already "reconnecting" (set before the back-off).
             handoff.note("+reconnect" if attempts else "connecting")
@@ -338,6 +348,9 @@ class LiveSource(Source):
                 log = ctx.logger.warning if failures == 0 else ctx.logger.debug
                 log("%s; retrying", reason)
             else:
+                if ever_connected:
+                    ctx.logger.warning("reconnected to %s", self._target())
+                ever_connected = True
                 try:
                     handoff.note("connected")
                     progress.timeline.reconnected()
@@ -381,6 +394,32 @@ class LiveSource(Source):
         return None
 
 
+# The password of a URL that urllib cannot parse, for messages about it.
+_PASSWORD = re.compile(r"(//[^/:@]*:)[^/@]*@")
+
+
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` saying what is wrong with a stream URL that cannot be parsed.
+
+    Checked when a ``Stream`` is made, so that ``rtsp://[::1/live`` fails at once
+    instead of when the first connection times out.
+
+    Example::
+
+        check_url("rtsp://[::1/live")  # ValueError: malformed URL 'rtsp://[::1/live': ...
+    """
+    shown = _PASSWORD.sub(r"\1***@", url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (parses the port: "rtsp://cam:99999/" fails here)
+    except ValueError as exc:
+        raise ValueError(f"malformed URL {shown!r}: {exc}") from None
+    if parts.scheme.lower() in ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https") and not (
+        parts.hostname
+    ):
+        raise ValueError(f"malformed URL {shown!r}: no host after {parts.scheme}://")
+
+
 # Demuxers whose timestamps are made up (a frame counter at a guessed rate).
 _UNTIMED_FORMATS = frozenset({"mpjpeg", "mjpeg", "image2pipe"})
 
@@ -418,7 +457,9 @@ class Stream(LiveSource):
     Args:
         url: ``rtsp://``, ``rtsps://``, ``rtmp://``, ``rtmps://``, ``http://``,
             ``https://``, ``tcp://`` or ``udp://``. Any other scheme raises
-            ``SourceError`` at once. A password in the URL
+            ``SourceError`` at once; a URL that cannot be parsed
+            (``rtsp://[::1/live``) raises ``ValueError`` when the ``Stream`` is
+            made. A password in the URL
             (``rtsp://user:pass@host/...``) is shown as ``***`` in messages,
             logs and ``describe()``.
         reconnect: reconnect after a loss, and keep trying when the first
@@ -462,6 +503,7 @@ class Stream(LiveSource):
             )
         if max_retries is not None and max_retries < 0:
             raise ValueError(f"Stream: max_retries must be >= 0 or None, got {max_retries}")
+        check_url(str(url))
         self.url = str(url)
         self.reconnect = bool(reconnect)
         self.backoff = Backoff(float(backoff[0]), float(backoff[1]), float(jitter))

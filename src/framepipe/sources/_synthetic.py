@@ -123,15 +123,16 @@ class Generator(Source):
         self.source, self.fps, self.live = source, float(fps), live
 
     def open(self, ctx: SourceContext) -> Iterator[Captured]:
-        items: Iterable[Any]
-        if callable(self.source):
-            fn = self.source
-            items = iter(fn, None)
-        else:
-            items = self.source
+        items = _until_none(self.source) if callable(self.source) else self.source
         for index, item in enumerate(items):
             image, pts = item if isinstance(item, tuple) else (item, index / self.fps)
             yield _as_bgr(ctx.name, image, index), float(pts)
+
+
+def _until_none(fn: Callable[[], Any]) -> Iterator[Any]:
+    # Not iter(fn, None): that compares each image with None, which numpy refuses.
+    while (item := fn()) is not None:
+        yield item
 
 
 def _as_bgr(node: str, image: Any, index: int) -> np.ndarray:

@@ -143,7 +143,8 @@ class Detector(Stage):
         layout: ``"auto"`` or the layout to assume.
         class_names: names for the model's class ids.
         imgsz: input side for models whose input size is dynamic.
-        max_det: most detections returned per frame.
+        max_det: most detections returned per frame: the highest-scoring ones
+            left after non-maximum suppression.
 
     Example::
 
@@ -314,14 +315,12 @@ class Detector(Stage):
         if len(scores):
             xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
             picked = cv2.dnn.NMSBoxesBatched(
-                xywh.tolist(),
-                scores.tolist(),
-                class_ids.tolist(),
-                self.conf,
-                self.iou,
-                top_k=self.max_det,
+                xywh.tolist(), scores.tolist(), class_ids.tolist(), self.conf, self.iou
             )
             keep = np.asarray(picked, np.int64).reshape(-1)
+            # max_det caps what survives suppression; a cap before it (top_k) would
+            # drop boxes that suppression keeps.
+            keep = keep[np.argsort(-scores[keep], kind="stable")[: self.max_det]]
             xyxy, scores, class_ids = box.undo(xyxy[keep]), scores[keep], class_ids[keep]
         names = np.asarray(decoder.names, dtype=str)[class_ids]
         return make_detections(xyxy, scores, class_ids, names, frame_index=index)

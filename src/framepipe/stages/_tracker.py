@@ -49,12 +49,13 @@ def same_result(value: sv.Detections | None, last: sv.Detections | None) -> bool
 
 # -- Kalman filter over (cx, cy, aspect, height) and their velocities ---------------------------
 # The constant-velocity model SORT and ByteTrack use; noise scales with box height so
-# that near and far objects are treated alike. One step is one tracker frame.
+# that near and far objects are treated alike. ByteTrack's noise is tuned for one step
+# per frame at 30 fps, so a step here is 1/30 s of media time and the filter moves on by
+# the real time between two updates, whatever rate the detections come at.
 
 _POS_WEIGHT = 1.0 / 20
 _VEL_WEIGHT = 1.0 / 160
-_F = np.eye(8)
-_F[:4, 4:] = np.eye(4)
+_STEPS_PER_SECOND = 30.0
 _H = np.eye(4, 8)
 
 
@@ -89,8 +90,8 @@ def _kf_initiate(xyah: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([xyah, np.zeros(4)]), np.diag(std**2)
 
 
-def _kf_predict(means: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Advance ``N`` tracks one step: ``means`` is ``N x 8``, ``covs`` ``N x 8 x 8``."""
+def _kf_predict(means: np.ndarray, covs: np.ndarray, steps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Advance ``N`` tracks (``means`` ``N x 8``, ``covs`` ``N x 8 x 8``) by ``steps`` of 1/30 s."""
     h = means[:, 3]
     std = np.stack(
         [
@@ -105,8 +106,10 @@ def _kf_predict(means: np.ndarray, covs: np.ndarray) -> tuple[np.ndarray, np.nda
         ],
         axis=1,
     )
-    noise = np.einsum("ni,ij->nij", std**2, np.eye(8))
-    return means @ _F.T, _F @ covs @ _F.T + noise
+    noise = np.einsum("ni,ij->nij", std**2 * steps, np.eye(8))
+    f = np.eye(8)
+    f[:4, 4:] = steps * np.eye(4)
+    return means @ f.T, f @ covs @ f.T + noise
 
 
 def _kf_update(
@@ -188,15 +191,20 @@ class Tracker(Stage):
     confirmed on its second matched detection (on the very first frame at once),
     kept while lost for ``lost_track_seconds`` of media time, then dropped.
 
+    Time is media time: the Kalman filter moves tracks on by the real time between
+    the frames it updates on (``frame.pts``), so velocities mean the same whether
+    detections come on every frame or three times a second.
+
     A detector slower than the tracker: in a pipeline where the detector runs at a
     lower rate, the tracker still gets every frame and the detector's newest result
     is carried forward - the very same object as on the previous frame (an equal
     copy across processes, with the same ``metadata["frame_index"]``). The tracker
     recognises that (and a frame with no detections result yet) and only *predicts*:
-    every track moves on by its Kalman velocity and confirmed tracks are returned at
-    their predicted boxes, with ``metadata["predicted"] = True``. Counters downstream
-    thus see objects move smoothly between detector frames, and lost-track timing
-    stays in media time.
+    confirmed tracks are returned where their velocity puts them at this frame's
+    time, without changing the filter. Every result says which boxes are
+    predictions: ``data["predicted"]`` (one bool per box) and
+    ``metadata["predicted"]`` (the whole result). Counters count only detected
+    boxes, so a prediction never makes a crossing.
 
     Args:
         detections: name of the upstream result to track; ``None`` tracks the newest
@@ -254,6 +262,7 @@ class Tracker(Stage):
         self._last_input: Any = None
         self._next_id = 1
         self._updates = 0
+        self._time: float | None = None  # media time every track's filter state is at
         self._warned_missing = False
 
     def setup(self) -> None:
@@ -272,17 +281,20 @@ class Tracker(Stage):
             self._warn_missing(frame)
         fresh = detections is not None and not same_result(detections, self._last_input)
         self._last_input = detections
-        if self._tracks:
-            means, covs = _kf_predict(
-                np.stack([t.mean for t in self._tracks]), np.stack([t.cov for t in self._tracks])
-            )
-            for track, mean, cov in zip(self._tracks, means, covs, strict=True):
-                track.mean, track.cov = mean, cov
         if fresh:
             assert detections is not None
+            if self._tracks:
+                means, covs = _kf_predict(
+                    np.stack([t.mean for t in self._tracks]),
+                    np.stack([t.cov for t in self._tracks]),
+                    self._steps_to(now),
+                )
+                for track, mean, cov in zip(self._tracks, means, covs, strict=True):
+                    track.mean, track.cov = mean, cov
             out = self._update(detections, now)
+            self._time = now
         else:
-            out = self._predicted(frame)
+            out = self._predicted(frame, self._steps_to(now))
         self._tracks = [
             t for t in self._tracks if not (t.lost and now - t.last_seen > self.lost_track_seconds)
         ]
@@ -360,24 +372,32 @@ class Tracker(Stage):
         out = detections[np.array([j for _, j in shown], dtype=np.int64)]
         assert isinstance(out, sv.Detections)
         out.tracker_id = np.array([t.track_id for t, _ in shown], dtype=np.int64)
+        out.data["predicted"] = np.zeros(len(out), bool)
         return out
+
+    def _steps_to(self, now: float) -> float:
+        """Filter steps from the last update to ``now`` (never backwards)."""
+        return 0.0 if self._time is None else max(0.0, now - self._time) * _STEPS_PER_SECOND
 
     def _confirm(self, track: _Track) -> None:
         track.track_id = self._next_id
         self._next_id += 1
 
-    def _predicted(self, frame: Frame) -> sv.Detections:
+    def _predicted(self, frame: Frame, steps: float) -> sv.Detections:
         shown = [t for t in self._tracks if t.track_id and not t.lost]
         if not shown:
             out = make_detections(np.empty((0, 4)), [], [], [])
             out.tracker_id = np.empty(0, np.int64)
+            out.data["predicted"] = np.zeros(0, bool)
             return out
         out = sv.Detections.merge([t.row for t in shown])
+        means = np.stack([t.mean for t in shown])
+        boxes = _xyah_to_xyxy(means[:, :4] + steps * means[:, 4:]).astype(np.float32)
         height, width = frame.shape
-        boxes = np.array([t.xyxy for t in shown], np.float32)
         clip_boxes(boxes, width, height)
         out.xyxy = boxes
         out.tracker_id = np.array([t.track_id for t in shown], dtype=np.int64)
+        out.data["predicted"] = np.ones(len(out), bool)
         return out
 
     def _warn_missing(self, frame: Frame) -> None:

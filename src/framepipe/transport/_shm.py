@@ -3,12 +3,19 @@
 A worker that produces frames for other processes owns *segments*
 (``multiprocessing.shared_memory``), each a row of equally sized *slots*.
 Every segment starts with a table of release flags, one byte per slot and
-edge: a producer sets ``flags[slot, edge]`` before it sends a frame on
-``edge``; the consumer clears it when it is done with the frame (processed,
-dropped or forwarded, in which case the next edge's flag is set first). Column
-0 is the owner's own hold while it writes. A slot is free again once its whole
-row is zero: each byte has a single writer at a time, so no lock is needed
-across processes.
+*column*: a producer sets ``flags[slot, column]`` before it sends a frame on
+the edge that owns the column; the consumer clears it when it is done with the
+frame (processed, dropped or forwarded, in which case the next edge's flag is
+set first). Column 0 is the owner's own hold while it writes. A slot is free
+again once its whole row is zero: each byte has a single writer at a time, so
+no lock is needed across processes.
+
+Columns belong to the transport, not to the graph: ``FlagColumns`` gives each
+cross-process edge one when the run is planned (as many as there are edges: no
+fixed limit) and takes it back when the edge's source is removed, so hot
+add/remove cycles reuse them. A segment's table is as wide as the columns were
+when it was created; slots of narrower segments are not handed out once the
+table has grown.
 
 Segments are unlinked by the process that started the run, after every
 worker has exited, whatever happened to them (the names are reported to it
@@ -23,15 +30,21 @@ import math
 import mmap
 import os
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any, NamedTuple
 
 import numpy as np
 
-#: Edge ids are columns of the flag table; 0 is the owner's hold.
-MAX_EDGES = 256
+from .._frame import Frame, lent
+from ._seam import Stopping
+
+#: Result arrays at least this big travel in shared memory instead of pickled.
+SHARED_RESULT_BYTES = 64 * 1024
+#: Column 0 of every flag table is the owner's hold.
+OWNER = 0
+#: Width of a flag table when nobody says how many edges there are (tests, tools).
+DEFAULT_COLUMNS = 8
 _PAGE = 4096
 _HEADER_ALIGN = 64
 
@@ -54,6 +67,7 @@ class Handle(NamedTuple):
     dtype: str
     nslots: int
     slot_bytes: int
+    columns: int
     key: str = ""
 
     def with_key(self, key: str) -> Handle:
@@ -64,17 +78,24 @@ class _Segment:
     """One mapped segment: its flag table and its slots."""
 
     def __init__(
-        self, name: str, nslots: int, slot_bytes: int, buf: Any, closer: Callable[[], None]
+        self,
+        name: str,
+        nslots: int,
+        slot_bytes: int,
+        columns: int,
+        buf: Any,
+        closer: Callable[[], None],
     ) -> None:
         self.name, self.nslots, self.slot_bytes = name, nslots, slot_bytes
+        self.columns = columns
         self.buf = buf
         self.closer = closer
-        self.data_offset = _round_up(nslots * MAX_EDGES, _HEADER_ALIGN)
-        self.flags = np.ndarray((nslots, MAX_EDGES), np.uint8, buffer=buf)
+        self.data_offset = _round_up(nslots * columns, _HEADER_ALIGN)
+        self.flags = np.ndarray((nslots, columns), np.uint8, buffer=buf)
 
     @staticmethod
-    def size(nslots: int, slot_bytes: int) -> int:
-        return _round_up(nslots * MAX_EDGES, _HEADER_ALIGN) + nslots * slot_bytes
+    def size(nslots: int, slot_bytes: int, columns: int) -> int:
+        return _round_up(nslots * columns, _HEADER_ALIGN) + nslots * slot_bytes
 
     def array(self, slot: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         return np.ndarray(
@@ -112,6 +133,49 @@ def _attach(name: str) -> tuple[Any, Callable[[], None]]:
     return memoryview(mapped), mapped.close
 
 
+class FlagColumns:
+    """Which column of the flag tables each edge that crosses processes uses.
+
+    Columns are handed out from 1 (0 is the owner's hold), as many as there are
+    edges; ``free`` gives one back when its edge is gone and ``assign`` reuses it
+    when ``reusable(column)`` agrees (no slot still holds a flag in it).
+    """
+
+    def __init__(self, edge_ids: Iterable[int] = ()) -> None:
+        self._of: dict[int, int] = {}
+        self._free: list[int] = []
+        self._next = OWNER + 1
+        for edge_id in edge_ids:
+            self.assign(edge_id)
+
+    def assign(self, edge_id: int, reusable: Callable[[int], bool] | None = None) -> int:
+        for column in sorted(self._free):
+            if reusable is None or reusable(column):
+                self._free.remove(column)
+                break
+        else:
+            column = self._next
+            self._next += 1
+        self._of[edge_id] = column
+        return column
+
+    def free(self, edge_id: int) -> None:
+        column = self._of.pop(edge_id, None)
+        if column is not None:
+            self._free.append(column)
+
+    def __getitem__(self, edge_id: int) -> int:
+        return self._of[edge_id]
+
+    @property
+    def width(self) -> int:
+        """How wide a flag table must be for every column handed out so far."""
+        return self._next
+
+    def mapping(self) -> dict[int, int]:
+        return dict(self._of)
+
+
 class SharedFrames:
     """This worker's view of shared memory: the segments it owns and those it reads.
 
@@ -121,6 +185,7 @@ class SharedFrames:
             so the run's owner can unlink it whatever happens to this worker.
         stop: while waiting for a free slot, give up once this is set.
         max_bytes: how much memory this worker's segments may take in all.
+        columns: width of the flag tables of new segments (see ``FlagColumns``).
     """
 
     def __init__(
@@ -129,11 +194,13 @@ class SharedFrames:
         on_segment: Callable[[str], None] | None = None,
         stop: threading.Event | None = None,
         max_bytes: int = 2 << 30,
+        columns: int = DEFAULT_COLUMNS,
     ) -> None:
         self.prefix = prefix
         self.on_segment = on_segment
         self.stop = stop or threading.Event()
         self.max_bytes = max_bytes
+        self.columns = max(columns, OWNER + 2)
         self._owned: dict[int, list[_Segment]] = {}  # slot_bytes -> segments
         self._owned_bytes = 0
         self._mapped: dict[str, _Segment] = {}
@@ -141,39 +208,64 @@ class SharedFrames:
         self._counter = 0
         self._lock = threading.Lock()
 
+    def widen(self, columns: int) -> None:
+        """New segments get flag tables at least ``columns`` wide (edges were added)."""
+        with self._lock:
+            self.columns = max(self.columns, columns)
+
+    def column_clear(self, column: int) -> bool:
+        """Whether no slot of this worker's segments holds a flag in ``column``."""
+        with self._lock:
+            return not any(
+                column < s.columns and s.flags[:, column].any()
+                for group in self._owned.values()
+                for s in group
+            )
+
     # -- owner side ----------------------------------------------------------------
 
     def allocate(self, shape: tuple[int, ...], dtype: str = "uint8") -> tuple[np.ndarray, Handle]:
-        """A writable array in a free slot, held by this worker until ``release_owner``."""
+        """A writable array in a free slot, held by this worker until ``release_owner``.
+
+        Waits while every slot is held and the memory budget is spent (consumers
+        release slots from other processes, so the wait backs off up to 2 ms);
+        raises ``Stopping`` once the run stops.
+        """
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         slot_bytes = _round_up(max(nbytes, 1), _PAGE)
-        waited = 0.0
+        pause = 0.0001
         while True:
             with self._lock:
                 for segment in self._owned.get(slot_bytes, ()):
+                    if segment.columns < self.columns:
+                        continue  # too narrow for today's edges: it drains and stays unused
                     free = np.flatnonzero(~segment.flags.any(axis=1))
                     if free.size:
                         slot = int(free[0])
-                        segment.flags[slot, 0] = 1
+                        segment.flags[slot, OWNER] = 1
                         handle = Handle(
-                            segment.name, slot, tuple(shape), dtype, segment.nslots, slot_bytes
+                            segment.name,
+                            slot,
+                            tuple(shape),
+                            dtype,
+                            segment.nslots,
+                            slot_bytes,
+                            segment.columns,
                         )
                         return segment.array(slot, tuple(shape), dtype), handle
                 if self._grow(slot_bytes):
                     continue
-            # Every slot is in use and the memory budget is spent: wait for a consumer.
-            if self.stop.is_set():
-                raise RuntimeError("stopping while waiting for a free frame slot")
-            time.sleep(0.0005)
-            waited += 0.0005
+            if self.stop.wait(pause):
+                raise Stopping("the run stopped while waiting for a free frame slot")
+            pause = min(pause * 2, 0.002)
 
     def _grow(self, slot_bytes: int) -> bool:
         segments = self._owned.setdefault(slot_bytes, [])
-        held = sum(s.nslots for s in segments)
+        held = sum(s.nslots for s in segments if s.columns >= self.columns)
         # Start with room for a few frames, then double: a run settles on what
         # its queues and windows actually hold.
         nslots = max(4, held)
-        size = _Segment.size(nslots, slot_bytes)
+        size = _Segment.size(nslots, slot_bytes, self.columns)
         if self._owned_bytes + size > self.max_bytes and segments:
             return False
         self._counter += 1
@@ -182,7 +274,7 @@ class SharedFrames:
         if self.on_segment is not None:
             self.on_segment(shm.name)
         self._shms.append(shm)
-        segment = _Segment(shm.name, nslots, slot_bytes, shm.buf, shm.close)
+        segment = _Segment(shm.name, nslots, slot_bytes, self.columns, shm.buf, shm.close)
         segment.flags[:] = 0
         segments.append(segment)
         self._mapped[segment.name] = segment
@@ -190,7 +282,7 @@ class SharedFrames:
         return True
 
     def release_owner(self, handle: Handle) -> None:
-        self.release(handle, 0)
+        self.release(handle, OWNER)
 
     # -- any side -------------------------------------------------------------------
 
@@ -202,7 +294,12 @@ class SharedFrames:
                 if segment is None:
                     buf, closer = _attach(handle.segment)
                     segment = _Segment(
-                        handle.segment, handle.nslots, handle.slot_bytes, buf, closer
+                        handle.segment,
+                        handle.nslots,
+                        handle.slot_bytes,
+                        handle.columns,
+                        buf,
+                        closer,
                     )
                     self._mapped[handle.segment] = segment
         return segment
@@ -213,24 +310,79 @@ class SharedFrames:
         array.flags.writeable = False
         return array
 
-    def lease(self, handle: Handle, edge: int) -> None:
-        self._segment(handle).flags[handle.slot, edge] = 1
+    def lease(self, handle: Handle, column: int) -> None:
+        if not 0 < column < handle.columns:
+            raise ValueError(
+                f"flag column {column} is outside the {handle.columns} columns of "
+                f"segment {handle.segment!r}"
+            )
+        self._segment(handle).flags[handle.slot, column] = 1
 
-    def release(self, handle: Handle, edge: int) -> None:
+    def release(self, handle: Handle, column: int) -> None:
         segment = self._mapped.get(handle.segment)
         if segment is not None and segment.flags is not None:
-            segment.flags[handle.slot, edge] = 0
+            segment.flags[handle.slot, column] = 0
 
-    def lease_frame(self, handles: tuple[Handle, ...], edge: int) -> Callable[[], None]:
-        """Hold every slot of a frame for ``edge``; return the matching release."""
+    def lease_frame(self, handles: tuple[Handle, ...], column: int) -> Callable[[], None]:
+        """Hold every slot of a frame in ``column``; return the matching release."""
         for handle in handles:
-            self.lease(handle, edge)
+            self.lease(handle, column)
 
         def release() -> None:
             for handle in handles:
-                self.release(handle, edge)
+                self.release(handle, column)
 
         return release
+
+    def export(self, frame: Frame) -> tuple[Frame, Callable[[], None]]:
+        """The frame with its image and big array results in shared memory (an ``Exporter``).
+
+        Returns the frame to send (the same one when nothing had to move) and
+        the call that drops this worker's holds on the slots it filled, once
+        every outlet has leased them.
+        """
+        handles = list(frame._handles)
+        keys = {h.key for h in handles}
+        created: list[Handle] = []
+        image = frame.image
+        if "" not in keys:
+            array, handle = self.allocate(image.shape, str(image.dtype))
+            np.copyto(array, image)
+            array.flags.writeable = False
+            image = array
+            created.append(handle)
+        results: dict[str, Any] | None = None
+        for key, value in frame.results.items():
+            if (
+                key not in keys
+                and isinstance(value, np.ndarray)
+                and value.nbytes >= SHARED_RESULT_BYTES
+                and value.dtype != object
+            ):
+                array, handle = self.allocate(value.shape, str(value.dtype))
+                np.copyto(array, value)
+                array.flags.writeable = False
+                if results is None:
+                    results = dict(frame.results)
+                results[key] = array
+                created.append(handle.with_key(key))
+        if not created:
+            return frame, _nothing
+
+        def done() -> None:
+            for handle in created:
+                self.release_owner(handle)
+
+        out = Frame(
+            image,
+            frame.index,
+            frame.pts,
+            frame.timestamp,
+            frame.source,
+            lent(results) if results is not None else frame.results,
+            tuple(handles + created),
+        )
+        return out, done
 
     def in_use(self) -> int:
         """Slots of this worker's own segments that are still held (for tests)."""
@@ -247,6 +399,10 @@ class SharedFrames:
             self._mapped.clear()
             self._owned.clear()
             self._shms.clear()
+
+
+def _nothing() -> None:
+    pass
 
 
 def unlink(name: str, *, tracked: bool = True) -> bool:
@@ -292,3 +448,38 @@ def sweep(prefix: str) -> list[str]:
         if name.startswith(prefix) and unlink(name, tracked=False):
             removed.append(name)
     return removed
+
+
+class SharedSourceBuffers:
+    """``SourceBuffers`` in shared memory: what a source yields ends up in a slot.
+
+    An array handed out by ``buffer`` is adopted as it is (decoded in place: no
+    copy); any other image is copied into a fresh slot once.
+    """
+
+    def __init__(self, shared: SharedFrames) -> None:
+        self.shared = shared
+        self._handed_out: dict[int, Handle] = {}
+
+    def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        array, handle = self.shared.allocate(shape)
+        self._handed_out[id(array)] = handle
+        return array
+
+    def adopt(self, image: np.ndarray) -> tuple[np.ndarray, tuple[Handle, ...]]:
+        handle = self._handed_out.pop(id(image), None)
+        self.close()  # buffers handed out but not yielded go back at once
+        if handle is None:
+            array, handle = self.shared.allocate(image.shape, str(image.dtype))
+            np.copyto(array, image)
+            image = array
+        return image, (handle,)
+
+    def drop(self, held: tuple[Handle, ...]) -> None:
+        for handle in held:
+            self.shared.release_owner(handle)
+
+    def close(self) -> None:
+        for handle in self._handed_out.values():
+            self.shared.release_owner(handle)
+        self._handed_out.clear()

@@ -100,6 +100,9 @@ class Guard:
     - With ``loopback_hosts=True`` (the server listens on loopback only), the
       ``Host`` header must name this machine, so a web page elsewhere cannot
       reach the server through DNS rebinding; otherwise 400.
+    - A request with both ``Content-Length`` and ``Transfer-Encoding`` is
+      answered 400 and its connection closed: a proxy in front may frame its body
+      the other way and hide a second request in it (request smuggling).
     """
 
     def __init__(self, app: ASGIApp, *, token: str | None, loopback_hosts: bool) -> None:
@@ -112,6 +115,13 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if "content-length" in headers and "transfer-encoding" in headers:
+            await PlainTextResponse(
+                "Content-Length and Transfer-Encoding together are ambiguous",
+                400,
+                headers={"Connection": "close"},  # nothing after this request is read
+            )(scope, receive, send)
+            return
         if self.loopback_hosts and not is_loopback(_host_name(headers.get("host", ""))):
             await PlainTextResponse(
                 "Host not allowed: this server answers to loopback names only", 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib.util
 import logging
 import os
 import socket
@@ -11,7 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .._errors import SinkError
+from .._errors import SinkError, missing_extra
 from .._frame import Frame
 from ..sinks._base import Sink
 
@@ -25,8 +26,9 @@ log = logging.getLogger("framepipe.web")
 #: Seconds ``open()`` waits for the server to listen, and ``close()`` for it to stop.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-#: Connections the server accepts at once; more get "503 Service Unavailable".
-MAX_CONNECTIONS = 100
+#: Connections the server keeps at once; more get "503 Service Unavailable". Idle and slow
+#: connections are closed after ``_protocol.REQUEST_TIMEOUT`` seconds, so they cannot pile up.
+MAX_CONNECTIONS = 500
 #: Bytes the kernel may hold unsent per connection (Linux, macOS): a few frames at most.
 NOTSENT_LOWAT = 16384
 
@@ -91,6 +93,13 @@ class Web(Sink):
             raise ValueError(f"Web: fps must be > 0 or None, got {fps!r}")
         if token is not None and (not isinstance(token, str) or not token):
             raise ValueError("Web: token must be a non-empty string or None")
+        for module in ("starlette", "uvicorn", "h11"):  # the "web" extra; imported at open()
+            if importlib.util.find_spec(module) is None:
+                raise missing_extra(
+                    "fp.sinks.Web",
+                    "web",
+                    ModuleNotFoundError(f"No module named {module!r}", name=module),
+                )
         self.host, self.port, self.token = str(host), port, token
         self.fps, self.quality = fps, quality
         self._feeds: Feeds | None = None
@@ -133,6 +142,7 @@ class Web(Sink):
 
         from ._app import create_app, is_loopback
         from ._feed import Feeds
+        from ._protocol import DeadlineH11Protocol
 
         name = self.context.name
         self._feeds = Feeds(self.context.inputs, quality=self.quality, max_fps=self.fps)
@@ -152,7 +162,7 @@ class Web(Sink):
             access_log=False,
             lifespan="off",
             ws="none",
-            http="h11",
+            http=DeadlineH11Protocol,
             loop="asyncio",
             limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=2,

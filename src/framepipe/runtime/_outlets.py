@@ -1,0 +1,61 @@
+"""Output edges into inboxes of the same process.
+
+(Edges into other processes are ``RemoteOutlet`` in ``_remote``.)
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .._frame import Frame
+from .._graph import Node
+from ..transport._seam import Lease
+from ._inbox import Inbox
+
+if TYPE_CHECKING:
+    from ._runners import NodeRunner
+
+
+class LocalOutlet:
+    """An edge into an inbox of this process."""
+
+    __slots__ = ("edge_id", "inbox", "lease", "stop")
+
+    def __init__(
+        self, inbox: Inbox, edge_id: int, stop: threading.Event, lease: Lease | None = None
+    ) -> None:
+        self.inbox, self.edge_id, self.stop, self.lease = inbox, edge_id, stop, lease
+
+    def deliver(self, frame: Frame) -> None:
+        release = self.lease(frame, self.edge_id) if (self.lease and frame._handles) else None
+        self.inbox.put(self.edge_id, frame, release, self.stop)
+
+    def end(self) -> None:
+        self.inbox.end(self.edge_id)
+
+
+class DirectOutlet:
+    """Inline: an edge that calls its consumer at once (see ``NodeRunner.accept``)."""
+
+    __slots__ = ("edge_id", "runner")
+
+    def __init__(self, runner: NodeRunner, edge_id: int) -> None:
+        self.runner, self.edge_id = runner, edge_id
+
+    def deliver(self, frame: Frame) -> None:
+        self.runner.accept(frame)
+
+    def end(self) -> None:
+        self.runner.inbox.end(self.edge_id)
+
+
+def direct(node: Node) -> bool:
+    """Whether an inline node can be called directly instead of through its inbox."""
+    options = node.options
+    return (
+        len(node.inputs) == 1
+        and options.window is None
+        and options.join == "each"
+        and int(getattr(node.obj, "batch", 1) or 1) == 1
+    )
