@@ -12,6 +12,8 @@ import pytest
 
 import framepipe as fp
 from framepipe.config import load_pipeline
+from framepipe.runtime import executor_names
+from framepipe.testing import FakeClock
 from stages_for_tests import Sleepy
 from test_cli import framepipe
 
@@ -231,6 +233,30 @@ def test_bad_costs_and_live_sources_are_named(clip_dir) -> None:
         live.run(mode="replay")
     with pytest.raises(fp.GraphError, match="profile= is for mode='replay'"):
         pipe.run(mode="offline", profile=fp.Profile({}))
+
+
+def test_replay_is_the_executor_of_its_mode_and_runs_on_its_own_clock(clip_dir) -> None:
+    assert "replay" in executor_names()
+    clip = clip_dir["h264.mp4"]
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.VideoFile(clip.path))
+    stamp = pipe.stage("stamp", lambda f: (f.pts, f.timestamp), after=cam, cost=0.001)
+    collect = fp.sinks.Collect()
+    pipe.sink("out", collect, after=stamp)
+
+    run = pipe.run(executor="replay")  # mode="auto" becomes the executor's mode
+    assert (run.plan.mode, run.executor_name) == ("replay", "replay")
+    stamps = list(collect.results["stamp"].values())
+    first_pts = stamps[0][0]
+    # Timestamps are simulated seconds from the start: each frame at its media time.
+    assert [t for _, t in stamps] == pytest.approx([pts - first_pts for pts, _ in stamps])
+
+    with pytest.raises(fp.GraphError, match="runs mode='replay' only"):
+        pipe.run(mode="realtime", executor="replay")
+    with pytest.raises(fp.GraphError, match="a replay runs on its own clock"):
+        pipe.run(mode="replay", clock=FakeClock())
+    with pytest.raises(fp.GraphError, match=r"node 'x': executor must be one of"):
+        pipe.stage("x", lambda f: 1, after=cam, executor="replay")
 
 
 def test_a_stage_that_fails_in_a_replay_stops_it_with_its_name(clip_dir) -> None:

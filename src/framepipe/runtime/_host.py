@@ -17,6 +17,10 @@ Schedulers:
   every stage). Edges never block (one thread never waits on itself) and
   single-input nodes are called directly instead of through their inbox.
 
+A replay (``_replay.ReplayHost``) is this host too: it keeps the build and
+changes its hooks (``_recorder``, ``_policy``, ``_outlet``) and what the
+inline thread plays (``_play``): a simulation on the run's clock.
+
 Life cycle, driven by the executor: ``listen`` -> ``connect`` ->
 ``start_nodes`` (stages and sinks set up, then ``Ready``) -> ``go`` (sources
 start) -> ``stop`` at any time -> ``wait`` -> ``close``.

@@ -10,6 +10,11 @@ run would drop, and the real stage and sink code runs on exactly the frames a
 live run would give it. Nothing waits in real time, and the same inputs give
 the same drops, ages and outputs on every run and every machine.
 
+It is the one host of every run (``ReplayHost``, a ``Host`` with the inline
+thread playing the simulation) on the run's clock (``SimClock``): inboxes,
+``max_age``, frame timestamps and source pacing read simulated time through
+the same code as a live run.
+
 Model, and what it leaves out:
 
 - each stage and sink runs on a worker of its own and never waits for a core
