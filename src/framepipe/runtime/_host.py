@@ -47,7 +47,7 @@ from .._policy import Queue
 from ..stats import NodeStats, StatsRecorder
 from ..transport._shm import SharedFrames, SharedSourceBuffers
 from ._clock import SYSTEM_CLOCK, Clock
-from ._inbox import EMPTY, Inbox
+from ._inbox import Inbox
 from ._messages import (
     AddSource,
     Connect,
@@ -386,16 +386,12 @@ class Host:
         while progressed:
             progressed = False
             for runner in runners:
-                if runner.ended:
-                    continue
-                while not runner.failed:
-                    items = runner.take(block=False)
-                    if items is EMPTY:
+                while not (runner.ended or runner.failed):
+                    items = runner.poll()
+                    if items is None:
+                        progressed = progressed or runner.ended
                         break
                     progressed = True
-                    if items is None:
-                        runner.finish()
-                        break
                     runner.handle(items)
 
     # -- stopping and the end ------------------------------------------------------------

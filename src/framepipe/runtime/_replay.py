@@ -45,7 +45,7 @@ from .._policy import Queue
 from ..stats import StatsRecorder
 from ._executor import LocalExecutor
 from ._host import Host, HostSpec
-from ._inbox import EMPTY, WorkItem
+from ._inbox import WorkItem
 from ._messages import Report
 from ._outlets import LocalOutlet
 from ._runners import NodeRunner
@@ -392,13 +392,11 @@ class ReplayHost(Host):
                 if runner.failed:
                     runner.finish()
                     continue
-                items = runner.take(block=False)
-                if items is EMPTY:
+                items = runner.poll()
+                if items is None:
+                    progressed = progressed or runner.ended
                     continue
                 progressed = True
-                if items is None:
-                    runner.finish()
-                    continue
                 self._work(name, runner, items)
 
     def _work(self, name: str, runner: NodeRunner, items: list[WorkItem]) -> None:

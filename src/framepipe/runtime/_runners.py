@@ -506,6 +506,15 @@ class NodeRunner:
                 items.append(more)
         return items
 
+    def poll(self) -> list[WorkItem] | None:
+        """One-thread schedulers: the batch waiting now, else None. At the end of its
+        inputs the runner finishes (``ended``)."""
+        items = self.take(block=False)
+        if items is None:
+            self.finish()
+            return None
+        return None if items is EMPTY else items
+
     def handle(self, items: list[WorkItem]) -> None:
         """Process a batch (usually of one) and forward the results."""
         now = self.clock.time()
