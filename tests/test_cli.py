@@ -284,7 +284,9 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"framepipe {fp.__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["info"], ["demo"], ["bench"]])
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["info"], ["demo"], ["bench"], ["profile"], ["plan"]]
+)
 def test_help_shows_no_raw_type_labels(command: list[str]) -> None:
     result = CliRunner().invoke(cli.app, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -891,8 +891,10 @@ def demo(
 
 # -- profile and plan --------------------------------------------------------------------------
 
+#: A pipeline file (YAML; docs/pipeline-files.md), named in the usage line: typer's
+#: help would label it with a raw "<path>".
 PipelineArgument = Annotated[
-    Path, typer.Argument(help="A pipeline file (YAML); see docs/pipeline-files.md.")
+    Path, typer.Argument(metavar="PIPELINE_FILE", hidden=True, show_default=False)
 ]
 
 
@@ -910,12 +912,21 @@ def profile(
     pipeline: PipelineArgument,
     output: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Save the profile as JSON here.", show_default=False),
+        typer.Option(
+            "--out", "-o", metavar="FILE", help="Save the profile as JSON here.", show_default=False
+        ),
     ] = None,
-    duration: Annotated[float, typer.Option(help="Media seconds of each source to play.")] = 10.0,
+    duration: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Media seconds of each source to play.")
+    ] = 10.0,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a key of the file (repeatable).", show_default=False),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a key of the file (repeatable).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Measure what each node of a pipeline file costs per frame on this machine.
@@ -958,12 +969,13 @@ def profile(
 def plan(
     pipeline: PipelineArgument,
     streams: Annotated[
-        str, typer.Option(help="Stream counts to forecast: 1..16, or 1,2,4,8.")
+        str, typer.Option(metavar="COUNTS", help="Stream counts to forecast: 1..16, or 1,2,4,8.")
     ] = "1..16",
     profile_file: Annotated[
         Path | None,
         typer.Option(
             "--profile",
+            metavar="FILE",
             help="Costs saved by framepipe profile (default: measure them now).",
             show_default=False,
         ),
@@ -971,30 +983,40 @@ def plan(
     executor: Annotated[
         str | None,
         typer.Option(
-            help="threads, processes or inline (default: the file's).", show_default=False
+            metavar="EXECUTOR",
+            help="threads, processes or inline (default: the file's).",
+            show_default=False,
         ),
     ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="With processes: the number of worker processes (default: one per node).",
             show_default=False,
         ),
     ] = None,
     cpus: Annotated[
         float | None,
-        typer.Option(help="CPU cores to plan for (default: this machine's).", show_default=False),
+        typer.Option(
+            metavar="N", help="CPU cores to plan for (default: this machine's).", show_default=False
+        ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Save the curve as a PNG here.", show_default=False),
+        typer.Option(metavar="PNG", help="Save the curve as a PNG here.", show_default=False),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the forecast as JSON instead of a table.")
     ] = False,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a key of the file (repeatable).", show_default=False),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a key of the file (repeatable).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Forecast how many copies of a pipeline's sources this machine carries in real time.
