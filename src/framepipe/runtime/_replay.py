@@ -331,15 +331,10 @@ class ReplayHost(Host):
     def _read(self, name: str) -> None:
         """Decode the next frame of source ``name`` and schedule it at its media time."""
         runner = self.sources[name]
-        if runner.ended or runner._iterator is None:
-            runner.finish()
+        if runner.ended:  # its open() failed
             return
         began = self._began()
-        try:
-            captured = runner.read()
-        except BaseException as exc:
-            runner._fail(exc, "failed")
-            return
+        captured = runner.read()
         if captured is None:
             return
         self._measure(name, 1, began)

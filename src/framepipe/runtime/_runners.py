@@ -190,9 +190,10 @@ class SourceRunner:
             return None
         try:
             return self._unpack(captured)
-        except BaseException:
+        except BaseException as exc:
             self.buffers.close()
-            raise
+            self._fail(exc, "failed")
+            return None
 
     def deliver(self, image: np.ndarray, pts: float, read_time: float = 0.0) -> None:
         """Pace a frame that was read, then hand it to every outlet (or drop it late)."""
