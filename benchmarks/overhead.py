@@ -17,21 +17,29 @@ source, the sink and the run itself cancel out:
   workers is measured with a short run and subtracted.
 
 The same is measured, in the same run, for what a user would otherwise write:
-a plain loop calling the 5 functions, threads joined by ``queue.Queue(8)``,
-and processes joined by ``multiprocessing.Queue(8)``.
+a plain loop calling the 5 functions, pystream-pipeline 0.2.0's serial
+pipeline (in its own environment: ``PYSTREAM_PYTHON``, by default
+``.venv-pystream/bin/python``; skipped when absent), threads joined by
+``queue.Queue(8)``, and processes joined by ``multiprocessing.Queue(8)``.
+Ratios framepipe/baseline are reported for the hop and for the CPU a frame
+costs through the whole 5-stage chain.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import multiprocessing as mp
 import os
 import queue
 import resource
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 from typing import Any
 
 import framepipe as fp
@@ -46,14 +54,21 @@ SIZE = 64
 QUEUE_SIZE = 8
 #: Frames per run, full / quick.
 FRAMES = {
-    False: {"inline": 20000, "threads": 10000, "processes": 10000, "loop": 200000},
-    True: {"inline": 10000, "threads": 5000, "processes": 4000, "loop": 100000},
-}
+    False: {"inline": 20000, "threads": 10000, "processes": 10000, "loop": 200000,
+            "pystream": 100000},
+    True: {"inline": 10000, "threads": 5000, "processes": 4000, "loop": 100000,
+           "pystream": 50000},
+}  # fmt: skip
 #: Runs of each configuration, full / quick; the best is kept (noise only slows things down).
 REPEATS = {
-    False: {"inline": 3, "threads": 3, "processes": 1, "loop": 5},
-    True: {"inline": 2, "threads": 2, "processes": 1, "loop": 3},
+    False: {"inline": 3, "threads": 3, "processes": 1, "loop": 5, "pystream": 3},
+    True: {"inline": 2, "threads": 2, "processes": 1, "loop": 3, "pystream": 2},
 }
+ROOT = Path(__file__).resolve().parent.parent
+#: The interpreter of pystream-pipeline's own environment (it needs numpy < 2).
+PYSTREAM_PYTHON = Path(os.environ.get("PYSTREAM_PYTHON", ROOT / ".venv-pystream/bin/python"))
+PYSTREAM = "pystream-pipeline serial"
+GENERATOR = "framepipe, Generator source"
 #: Frames of the short run that measures what starting and stopping processes costs.
 STARTUP_FRAMES = 20
 
@@ -80,10 +95,18 @@ def _frames(count: int) -> Iterator[fp.Frame]:
         yield fp.Frame(image, index, pts, time.time(), "cam")
 
 
-def framepipe_run(executor: str, stages: int, count: int) -> Sample:
-    """A chain of ``stages`` trivial stages under ``executor``."""
+def framepipe_run(executor: str, stages: int, count: int, *, generator: bool = False) -> Sample:
+    """A chain of ``stages`` trivial stages under ``executor``.
+
+    ``generator``: the frames come from ``fp.sources.Generator`` over one image
+    made beforehand, as pystream-pipeline's are pushed, instead of being drawn.
+    """
     pipe = fp.Pipeline("overhead")
-    node = pipe.source("cam", fp.sources.Synthetic(width=SIZE, height=SIZE, frames=count))
+    source: fp.sources.Source = fp.sources.Synthetic(width=SIZE, height=SIZE, frames=count)
+    if generator:
+        image = next(iter(_frames(1))).image
+        source = fp.sources.Generator(itertools.repeat(image, count))
+    node = pipe.source("cam", source)
     for i in range(stages):
         node = pipe.stage(f"stage{i + 1}", frame_index, after=node)
     pipe.sink("out", Discard(), after=node)
@@ -120,6 +143,24 @@ def loop_run(stages: int, count: int) -> Sample:
         for function in functions:
             function(frame)
     return Sample(count / (time.perf_counter() - began), cpu_seconds() - cpu)
+
+
+def pystream_run(stages: int, count: int) -> Sample:
+    """pystream-pipeline 0.2.0's serial pipeline, in its own interpreter (see the docstring)."""
+    done = subprocess.run(
+        [str(PYSTREAM_PYTHON), str(Path(__file__).with_name("_pystream_serial.py")),
+         str(stages), str(count)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    figures = json.loads(done.stdout)
+    return Sample(float(figures["fps"]), float(figures["cpu_s"]))
+
+
+def pystream_available() -> bool:
+    if not PYSTREAM_PYTHON.exists():
+        return False
+    check = [str(PYSTREAM_PYTHON), "-c", "import pystream"]
+    return subprocess.run(check, capture_output=True).returncode == 0
 
 
 # -- threads joined by queue.Queue ------------------------------------------------------
@@ -257,13 +298,22 @@ def run(quick: bool) -> Iterator[Measurement]:
         ("framepipe", "inline", lambda n, c: framepipe_run("inline", n, c)),
         ("framepipe", "threads", lambda n, c: framepipe_run("threads", n, c)),
         ("framepipe", "processes", lambda n, c: framepipe_run("processes", n, c)),
+        (GENERATOR, "inline", lambda n, c: framepipe_run("inline", n, c, generator=True)),
         ("plain loop", "inline", loop_run),
+        (PYSTREAM, "inline", pystream_run),
         ("queue.Queue threads", "threads", threads_run),
         ("mp.Queue processes", "processes", processes_run),
     ]
+    if not pystream_available():
+        progress(
+            f"{BENCH}: {PYSTREAM} skipped: no {PYSTREAM_PYTHON} with pystream-pipeline "
+            f"(see benchmarks/README.md, or set PYSTREAM_PYTHON)"
+        )
+        cases = [case for case in cases if case[0] != PYSTREAM]
     ours: dict[str, Chain] = {}
+    keys = {"plain loop": "loop", PYSTREAM: "pystream", GENERATOR: "pystream"}
     for case, executor, run_chain in cases:
-        key = "loop" if case == "plain loop" else executor
+        key = keys.get(case, executor)
         progress(
             f"{BENCH}: {case}, {executor}: 0 and {STAGES} stages, {frames[key]} frames, "
             f"best of {repeats[key]}"
@@ -291,10 +341,24 @@ def run(quick: bool) -> Iterator[Measurement]:
         if case == "framepipe":
             ours[executor] = chain
             continue
-        mine = ours[executor]
+        if case == GENERATOR:  # compared with pystream-pipeline, which is fed the same way
+            ours[PYSTREAM] = chain
+            continue
+        mine = ours.get(case, ours[executor])
         ratio = f"framepipe/{case}"
+        # What a user would otherwise write is the bar, except a bare loop (no framework).
+        at_most_1 = Target("<=", 1) if case != "plain loop" else None
         yield m("per_hop_wall", _ratio(mine.hop_wall_us, chain.hop_wall_us), "x", case=ratio)
-        yield m("per_hop_cpu", _ratio(mine.hop_cpu_us, chain.hop_cpu_us), "x", case=ratio)
+        yield m(
+            "per_hop_cpu", _ratio(mine.hop_cpu_us, chain.hop_cpu_us), "x", at_most_1, case=ratio
+        )
+        yield m(
+            f"cpu_per_frame_{STAGES}_stages",
+            _ratio(mine.cpu_chain_us, chain.cpu_chain_us),
+            "x",
+            at_most_1 if case == PYSTREAM else None,
+            case=ratio,
+        )
 
 
 def _ratio(ours: float, theirs: float) -> float:

@@ -260,3 +260,13 @@ def test_per_node_executor_override(pipeline_executor: str) -> None:
     assert here_pids != moved_pids
     assert (os.getpid() in moved_pids) == (other == "threads")
     assert len(collect.results["moved"]) == 20
+
+
+def test_node_names_may_hold_any_characters(executor: str) -> None:
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam/1 front door", fp.sources.Synthetic(width=32, height=24, frames=5))
+    stage = pipe.stage("zone/" + "long-name-" * 12, lambda f: f.index, after=cam)
+    collect = fp.sinks.Collect()
+    pipe.sink("out", collect, after=stage)
+    pipe.run(mode="offline", executor=executor)
+    assert collect.results["zone/" + "long-name-" * 12] == {i: i for i in range(5)}

@@ -42,7 +42,6 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(".stages", __name__)
     raise AttributeError(f"module 'framepipe' has no attribute {name!r}")
 
-
 __all__ = [
     "ConfigError",
     "Frame",

@@ -66,7 +66,7 @@ from ._messages import (
     sendable,
 )
 from ._outlets import DirectOutlet, LocalOutlet, direct
-from ._remote import RemoteOutlet, receive
+from ._remote import RemoteOutlet, Waker, receive
 from ._runners import NodeRunner, SourceRunner, node_error
 
 log = logging.getLogger("framepipe")
@@ -149,6 +149,10 @@ class Host:
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)  # notified as each thread ends
         self._alive = 0
+        # Readable once the host stops / once its threads have all ended: for waits
+        # on sockets (a producer waiting for credit, the run's supervisor).
+        self.stopped = Waker()
+        self.ended = Waker()
         self._pending_sources: list[SourceRunner] = []  # inline: added while running
         # inline: nodes fed through their inbox, drained after every source frame
         # (the others are called directly by their producer).
@@ -211,6 +215,7 @@ class Host:
             edge.policy,
             self.shared,
             self.stop_event,
+            self.stopped,
         )
         self.remote_outlets.append(outlet)
         return outlet
@@ -266,7 +271,9 @@ class Host:
         )
         if not remote_inputs:
             return None
-        address = os.path.join(self.spec.socket_dir, f"{self.spec.host_id}.sock")
+        # Named after the segment prefix, not the node: a node's name may hold "/" or be
+        # longer than a socket path allows.
+        address = os.path.join(self.spec.socket_dir, f"{self.spec.segment_prefix}.sock")
         self.listener = Listener(address, family="AF_UNIX", backlog=64)
         thread = threading.Thread(target=self._accept, daemon=True, name="framepipe-accept")
         thread.start()
@@ -333,6 +340,8 @@ class Host:
                 with self._ended:
                     self._alive -= 1
                     self._ended.notify_all()
+                    if self._alive == 0:
+                        self.ended.set()
 
         thread = threading.Thread(target=body, daemon=True, name="framepipe-node")
         with self._lock:
@@ -400,6 +409,7 @@ class Host:
         """Stop: wakes everything that waits (inboxes close, producers and workers wake)."""
         self.stop_event.set()
         self._go_or_stop.set()
+        self.stopped.set()
         for source in list(self.sources.values()):
             source.removed.set()
         for inbox in self.inboxes.values():
@@ -474,6 +484,8 @@ class Host:
             with contextlib.suppress(OSError):
                 conn.close()
         self.shared.close()
+        self.stopped.close()
+        self.ended.close()
 
     # -- hot add ----------------------------------------------------------------------
 

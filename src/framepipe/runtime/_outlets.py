@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._frame import Frame
@@ -38,13 +39,12 @@ class LocalOutlet:
 class DirectOutlet:
     """Inline: an edge that calls its consumer at once (see ``NodeRunner.accept``)."""
 
-    __slots__ = ("edge_id", "runner")
+    __slots__ = ("deliver", "edge_id", "runner")
 
     def __init__(self, runner: NodeRunner, edge_id: int) -> None:
         self.runner, self.edge_id = runner, edge_id
-
-    def deliver(self, frame: Frame) -> None:
-        self.runner.accept(frame)
+        # The consumer's own method: one call less per hop on the inline hot path.
+        self.deliver: Callable[[Frame], None] = runner.accept
 
     def end(self) -> None:
         self.runner.inbox.end(self.edge_id)

@@ -46,6 +46,7 @@ from ._messages import (
     Stop,
     error_of,
 )
+from ._remote import Waker
 from ._runners import ordered_stats
 
 log = logging.getLogger("framepipe")
@@ -117,6 +118,7 @@ class ProcessExecutor(Executor):
         self._supervisor: threading.Thread | None = None
         self._ctx = start_context()
         self._main_ready = threading.Event()
+        self._rescan = Waker()  # set when a worker is added: the supervisor waits on it too
         self._host_index = 0
         # Every edge may carry frames held in shared memory: each gets a flag column.
         self.columns = _shm.FlagColumns(e.id for e in plan.edges)
@@ -225,6 +227,7 @@ class ProcessExecutor(Executor):
         worker = _Worker(host_id, names, process, parent_end)
         with self._lock:
             self.workers[host_id] = worker
+        self._rescan.set()
         return worker
 
     def _await(self, what: str, event_of: Any) -> None:
@@ -283,7 +286,17 @@ class ProcessExecutor(Executor):
                 waitables: list[Any] = [w.conn for w in workers] + [
                     w.process.sentinel for w in workers
                 ]
-                for ready in wait(waitables, timeout=0.2) if waitables else []:
+                timeout = None
+                if main is not None and not main_done:
+                    # Its threads all ending wakes this wait; ended before the sources
+                    # started (a failed setup), the stop that follows is checked soon.
+                    waitables.append(main.ended)
+                    timeout = 0.2 if main.ended.is_set else None
+                waitables.append(self._rescan)
+                for ready in wait(waitables, timeout=timeout):
+                    if ready is self._rescan:
+                        self._rescan.clear()  # a worker was added: wait on it too
+                        continue
                     worker = next(
                         (w for w in workers if ready in (w.conn, w.process.sentinel)), None
                     )
@@ -294,8 +307,6 @@ class ProcessExecutor(Executor):
                     elif not worker.process.is_alive():
                         self._drain(worker)
                         self._died(worker)
-                if not waitables:
-                    time.sleep(0.05)
         except Exception:
             log.exception("framepipe: supervisor failed")
             self.request_stop()
@@ -390,6 +401,7 @@ class ProcessExecutor(Executor):
         if leftover:
             log.debug("framepipe: swept %d unreported segments", len(leftover))
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+        self._rescan.close()
 
     # -- control ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ consumer (the count travels with the edge's end).
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import select
 import threading
@@ -45,6 +46,38 @@ _CREDIT = b"C"
 
 class EdgeError(Exception):
     """A frame could not be sent on, or rebuilt from, an edge between processes."""
+
+
+class Waker:
+    """A file descriptor that turns readable once ``set()`` (until ``clear()``): lets a
+    wait on sockets (``poll``, ``multiprocessing.connection.wait``) wake on an event."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self.is_set = False
+
+    def clear(self) -> None:
+        # Read first: a set() racing with this sees is_set still True and writes
+        # nothing, and its cause (registered before it) is seen by the caller next.
+        with contextlib.suppress(OSError):  # nothing to read
+            os.read(self._read, 4096)
+        self.is_set = False
+
+    def set(self) -> None:
+        if not self.is_set:
+            self.is_set = True
+            with contextlib.suppress(OSError):  # full or closed: readable already, or gone
+                os.write(self._write, b"x")
+
+    def fileno(self) -> int:
+        return self._read
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def encode(frame: Frame, skipped: int = 0) -> bytes:
@@ -99,9 +132,11 @@ class RemoteOutlet:
         policy: Queue,
         shared: SharedFrames,
         stop: threading.Event,
+        wake: Waker | None = None,
     ) -> None:
         self.edge_id, self.upstream, self.downstream = edge_id, upstream, downstream
         self.column = column
+        self.wake = wake  # set when the run stops: a producer waiting for credit wakes
         self.policy = policy
         self.lossless = policy.overflow == "block"
         self.window = policy.size if self.lossless else policy.size + WINDOW_SLACK
@@ -129,10 +164,15 @@ class RemoteOutlet:
         # One poller for the edge's life: Connection.poll() builds a selector per call.
         self._poller = select.poll()
         self._poller.register(self.conn.fileno(), select.POLLIN)
+        if self.wake is not None:
+            self._poller.register(self.wake.fileno(), select.POLLIN)
 
-    def _take_credits(self, timeout_ms: int) -> None:
+    def _take_credits(self, timeout_ms: int | None) -> None:
+        """Read the credits that came back; wait up to ``timeout_ms`` (None: until a
+        credit or the run's stop) for the first."""
         assert self.conn is not None
-        while self._poller.poll(timeout_ms):
+        fd = self.conn.fileno()
+        while any(ready == fd for ready, _ in self._poller.poll(timeout_ms)):
             self.in_flight -= len(self.conn.recv_bytes())
             timeout_ms = 0
 
@@ -144,7 +184,7 @@ class RemoteOutlet:
         while self.lossless and self.in_flight >= self.window:
             if self.stop.is_set():
                 return False
-            self._take_credits(50)
+            self._take_credits(None if self.wake is not None else 50)
         return self.in_flight < self.window
 
     def deliver(self, frame: Frame) -> None:

@@ -47,7 +47,14 @@ class Sink(ABC):
     worker and acquires files or connections; ``write(frame)`` is called for
     every frame that reaches the sink; ``close()`` is called exactly once at
     the end (normal end, ``stop()``, Ctrl-C, SIGTERM, or a failure elsewhere) and
-    must flush and finalize what was written.
+    must flush and finalize what was written. A ``close()`` that raises fails
+    the run whatever the sink's ``on_error``: an output that was not finalized
+    is never a success.
+
+    The borrow rule: ``frame.image`` and the arrays in ``frame.results`` are
+    valid during ``write()`` only (their memory is reused afterwards), and are
+    read-only. A sink that keeps data past ``write()`` keeps copies
+    (``fp.sinks.Collect`` does).
 
     A sink whose results the caller reads after the run (``Collect``) returns
     them from ``final_state()`` in the worker; the runtime hands that value to
