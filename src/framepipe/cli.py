@@ -896,6 +896,15 @@ def demo(
 PipelineArgument = Annotated[
     Path, typer.Argument(metavar="PIPELINE_FILE", hidden=True, show_default=False)
 ]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a key of the file (repeatable).",
+        show_default=False,
+    ),
+]
 
 
 def _load_for_planning(pipeline: Path, overrides: list[str] | None) -> tuple[fp.Pipeline, str]:
@@ -919,15 +928,7 @@ def profile(
     duration: Annotated[
         float, typer.Option(metavar="SECONDS", help="Media seconds of each source to play.")
     ] = 10.0,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override a key of the file (repeatable).",
-            show_default=False,
-        ),
-    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Measure what each node of a pipeline file costs per frame on this machine.
 
@@ -1009,15 +1010,7 @@ def plan(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the forecast as JSON instead of a table.")
     ] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override a key of the file (repeatable).",
-            show_default=False,
-        ),
-    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Forecast how many copies of a pipeline's sources this machine carries in real time.
 
