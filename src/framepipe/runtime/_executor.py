@@ -104,6 +104,7 @@ class LocalExecutor(Executor):
         super().__init__(plan)
         self.threaded = threaded
         self._ready = threading.Event()
+        self._closed = False
         spec = HostSpec(
             host_id=MAIN,
             segment_prefix=f"fp_local_{secrets.token_hex(4)}",  # never used: no other process
@@ -150,7 +151,13 @@ class LocalExecutor(Executor):
         self.host.stop()
 
     def join(self, timeout: float | None = None) -> bool:
-        return self.host.wait(timeout)
+        if not self.host.wait(timeout):
+            return False
+        with self._error_lock:
+            if not self._closed:  # the host's wake-up pipes: a service runs many pipelines
+                self._closed = True
+                self.host.close()
+        return True
 
     def kill(self) -> None:
         # Threads cannot be killed; they are daemons, and every blocking wait in
