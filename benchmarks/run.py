@@ -32,6 +32,7 @@ SCENARIOS = {
     "rtsp_latency": "benchmarks.rtsp_latency",
     "detection": "benchmarks.detection",
     "ray_transfer": "benchmarks.ray_transfer",
+    "streams": "benchmarks.streams",
     "tracker": "benchmarks.tracker",
 }
 

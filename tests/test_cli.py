@@ -247,7 +247,7 @@ def test_unknown_options_exit_2() -> None:
         (["run", "good.yaml", "--track"], "--track go with --source"),
         (["run", "good.yaml", "--set", "stages.nope.fps=2"], "no stage named 'nope'"),
         (["run", "good.yaml", "--set", "sources.cam.type=Camra"], "did you mean 'Camera'?"),
-        (["run", "good.yaml", "--mode", "fast"], "--mode must be auto, offline or realtime"),
+        (["run", "good.yaml", "--mode", "fast"], "--mode must be auto, offline, realtime or"),
         (["run", "good.yaml", "--executor", "gpu"], "--executor must be"),
         (["run", "good.yaml", "--duration", "0"], "--duration must be > 0"),
         (["run", "--source", "nowhere.mp4"], "--source nowhere.mp4: no such file"),
@@ -284,7 +284,9 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"framepipe {fp.__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["info"], ["demo"], ["bench"]])
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["info"], ["demo"], ["bench"], ["profile"], ["plan"]]
+)
 def test_help_shows_no_raw_type_labels(command: list[str]) -> None:
     result = CliRunner().invoke(cli.app, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -240,7 +240,7 @@ BAD = [
     pytest.param(
         MINIMAL,
         ["mode=fast"],
-        ["mode: must be 'auto', 'offline' or 'realtime', got 'fast'"],
+        ["mode: must be 'auto', 'offline', 'realtime' or 'replay', got 'fast'"],
         id="mode",
     ),
     pytest.param(MINIMAL, ["duration=0"], ["duration: must be > 0, got 0"], id="duration"),
@@ -395,6 +395,7 @@ def test_node_options_are_the_pipelines() -> None:
             "join": "each",
             "on_error": "skip",
             "executor": "threads",
+            "cost": 0.1,
         }[option]
         pipe.stage(f"n_{option}", lambda f: 1, after="s", **{option: value})
 

@@ -21,6 +21,7 @@ from ._errors import (
 from ._frame import Frame
 from ._graph import Node, Pipeline
 from ._policy import Queue
+from ._profile import NodeCost, Profile
 from ._run import Run
 from ._stage import Stage, StageContext
 from .stats import NodeStats, RunStats
@@ -48,8 +49,10 @@ __all__ = [
     "GraphError",
     "ModelError",
     "Node",
+    "NodeCost",
     "NodeStats",
     "Pipeline",
+    "Profile",
     "Queue",
     "Run",
     "RunStats",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,15 +12,16 @@ from ._errors import GraphError
 from ._policy import BLOCK, LATEST, NodeOptions, Queue
 from ._stage import FunctionStage, Stage
 from .runtime._clock import SYSTEM_CLOCK, Clock
-from .runtime._registry import check_executor, executor_names
+from .runtime._registry import executor_names, resolve_mode
 from .sinks._base import Sink
 from .sources._base import Source
 
 if TYPE_CHECKING:
+    from ._profile import Profile
     from ._run import Run
     from .stats import RunStats
 
-MODES = ("offline", "realtime")
+MODES = ("offline", "realtime", "replay")
 #: The executors known at import; ``runtime._registry.executor_names()`` is the live list.
 EXECUTORS = executor_names()
 #: Default policy of a sink's inputs in real-time mode: absorb jitter, stay bounded.
@@ -79,6 +81,19 @@ class Plan:
                 seen.add(node.name)
             todo.extend(node.inputs)
         return tuple(sorted(seen))
+
+    def needed_fps(self, source: str) -> float | None:
+        """The highest rate a consumer of ``source`` selects, in real time; ``None`` when
+        some consumer takes every frame (no ``fps=``, or a window) or the run is offline."""
+        if self.mode == "offline":
+            return None
+        rates = []
+        for edge in self.outputs_of(source):
+            options = self.nodes[edge.downstream].options
+            if options.fps is None or options.window is not None:
+                return None
+            rates.append(options.fps)
+        return max(rates) if rates else None
 
     def describe(self) -> dict[str, Any]:
         """Nodes and edges, JSON-friendly (for the web view and ``framepipe info``)."""
@@ -141,6 +156,8 @@ class Pipeline:
       ``"processes"`` in its own process).
     - ``resources=``, ``transfer=``, ``jpeg_quality=``: placement on a Ray cluster
       and what crosses machines (``executor="ray"``, see docs/ray.md).
+    - ``cost=``: seconds per frame in ``mode="replay"`` (a number, or a
+      function of the frame); see docs/replay.md.
     """
 
     def __init__(self, name: str = "pipeline") -> None:
@@ -261,6 +278,7 @@ class Pipeline:
     def _options(self, name: str, options: dict[str, Any]) -> NodeOptions:
         known = {"fps", "interval", "window", "policy", "max_age", "on_error", "join", "executor"}
         known |= {"resources", "transfer", "jpeg_quality"}  # executor="ray"
+        known |= {"cost"}  # mode="replay"
         unknown = set(options) - known
         if unknown:
             raise GraphError(
@@ -308,35 +326,63 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        profile: Profile | str | os.PathLike[str] | None = None,
+        workers: int | None = None,
         clock: Clock | None = None,
         ray_address: str | None = None,
     ) -> Run:
         """Start running in the background and return the ``Run`` at once.
 
         ``mode="auto"`` picks ``"realtime"`` when any source is live (camera,
-        stream) and ``"offline"`` otherwise. Use the returned run as a context
-        manager, or call ``run.stop()``. ``ray_address=`` names the Ray cluster
-        ``executor="ray"`` joins (else ``RAY_ADDRESS``, else a local one).
+        stream) and ``"offline"`` otherwise. ``mode="replay"`` plays file
+        sources as live cameras on a simulated clock, each node costing its
+        ``cost=`` or what ``profile`` (a ``Profile`` or its JSON file) says;
+        ``duration`` then counts media seconds (see docs/replay.md).
+        ``workers=N`` (``executor="processes"``) runs the nodes in N worker
+        processes instead of one each, each camera's source and the stages it
+        feeds together. ``ray_address=`` names the Ray cluster ``executor="ray"``
+        joins (else ``RAY_ADDRESS``, else a local one). Use the returned run as a
+        context manager, or call ``run.stop()``.
         """
         from ._run import Run
 
+        mode, executor = resolve_mode(mode, executor)
         if mode == "auto":
             live = any(
                 n.kind == "source" and getattr(n.obj, "live", False) for n in self._nodes.values()
             )
             mode = "realtime" if live else "offline"
-        check_executor(executor, what="executor")
+        if mode == "replay" and clock is not None:
+            raise GraphError("clock= is not for mode='replay': a replay runs on its own clock")
         if duration is not None and not duration > 0:
             raise GraphError(f"duration must be > 0 seconds, got {duration!r}")
         if ray_address is not None and executor != "ray":
             raise GraphError(f"ray_address= is for executor='ray', not {executor!r}")
+        if workers is not None:
+            if executor != "processes":
+                raise GraphError(f"workers= is for executor='processes', not {executor!r}")
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+                raise GraphError(f"workers must be an int >= 1, got {workers!r}")
+        if profile is not None and mode != "replay":
+            raise GraphError(f"profile= is for mode='replay', not mode={mode!r}")
+        if isinstance(profile, str | os.PathLike):
+            from ._profile import Profile
+
+            profile = Profile.load(profile)
         with self._lock:
             if self._run is not None and self._run.running:
                 raise GraphError(f"pipeline {self.name!r} is already running")
             plan = self.plan(mode, start)
             if clock is not None:
                 plan.clock = clock
-            self._run = Run(plan, executor, duration=duration, stop_timeout=stop_timeout)
+            self._run = Run(
+                plan,
+                executor,
+                duration=duration,
+                stop_timeout=stop_timeout,
+                profile=profile,
+                workers=workers,
+            )
             self._run.ray_address = ray_address
         self._run.start()
         return self._run
@@ -349,6 +395,8 @@ class Pipeline:
         duration: float | None = None,
         start: float = 0.0,
         stop_timeout: float = 10.0,
+        profile: Profile | str | os.PathLike[str] | None = None,
+        workers: int | None = None,
         clock: Clock | None = None,
         ray_address: str | None = None,
     ) -> Run:
@@ -365,6 +413,8 @@ class Pipeline:
             duration=duration,
             start=start,
             stop_timeout=stop_timeout,
+            profile=profile,
+            workers=workers,
             clock=clock,
             ray_address=ray_address,
         )

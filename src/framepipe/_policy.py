@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -206,6 +206,8 @@ class NodeOptions:
     resources: Mapping[str, float] | None = None
     transfer: Mapping[str, str] | str | None = None  # one kind, or upstream -> kind
     jpeg_quality: int = 90
+    #: Seconds per frame in a replay: a number or ``fn(frame) -> seconds``.
+    cost: float | Callable[[Any], float] | None = None
 
     @classmethod
     def build(
@@ -223,6 +225,7 @@ class NodeOptions:
         resources: Mapping[str, float] | None = None,
         transfer: Mapping[str, str] | str | None = None,
         jpeg_quality: int = 90,
+        cost: float | Callable[[Any], float] | None = None,
     ) -> NodeOptions:
         from ._errors import GraphError
 
@@ -253,13 +256,20 @@ class NodeOptions:
         if executor is not None:
             from .runtime._registry import check_executor
 
-            check_executor(executor, what=f"node {node!r}: executor")
+            check_executor(executor, what=f"node {node!r}: executor", for_nodes=True)
         resources = check_resources(node, resources)
         transfer = check_transfer(node, transfer)
         if not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
             raise GraphError(
                 f"node {node!r}: jpeg_quality must be an int from 1 to 100, got {jpeg_quality!r}"
             )
+        if cost is not None and not callable(cost):
+            if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
+                raise GraphError(
+                    f"node {node!r}: cost must be seconds >= 0 or a function of the frame, "
+                    f"got {cost!r}"
+                )
+            cost = float(cost)
         return cls(
             fps=fps,
             window=parsed,
@@ -271,6 +281,7 @@ class NodeOptions:
             resources=resources,
             transfer=transfer,
             jpeg_quality=jpeg_quality,
+            cost=cost,
         )
 
 

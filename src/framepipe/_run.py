@@ -16,6 +16,7 @@ from ._graph import Edge, Node, Plan, edge_policy
 from .stats import RunStats
 
 if TYPE_CHECKING:
+    from ._profile import Profile
     from .runtime._executor import Executor
 
 log = logging.getLogger("framepipe")
@@ -91,9 +92,18 @@ class Run:
     """
 
     def __init__(
-        self, plan: Plan, executor: str, *, duration: float | None, stop_timeout: float
+        self,
+        plan: Plan,
+        executor: str,
+        *,
+        duration: float | None,
+        stop_timeout: float,
+        profile: Profile | None = None,
+        workers: int | None = None,
     ) -> None:
         self.plan = plan
+        self.workers = workers
+        self.replay_profile = profile
         self.executor_name = executor
         self.duration = duration
         self.stop_timeout = stop_timeout
@@ -112,7 +122,13 @@ class Run:
     def start(self) -> None:
         from .runtime._registry import create
 
-        options = {} if self.ray_address is None else {"address": self.ray_address}
+        options: dict[str, Any] = {}
+        if self.ray_address is not None:
+            options["address"] = self.ray_address
+        if self.workers is not None:
+            options["workers"] = self.workers
+        if self.plan.mode == "replay":
+            options.update(duration=self.duration, profile=self.replay_profile)
         self._executor = create(self.executor_name, self.plan, **options)
         self.started_at = time.monotonic()
         _watch_sigterm(self)
@@ -123,7 +139,7 @@ class Run:
             self._executor.kill()
             self._finalize()
             raise
-        if self.duration is not None:
+        if self.duration is not None and self.plan.mode != "replay":  # replays count media time
             self._timer = threading.Timer(self.duration, self._executor.request_stop)
             self._timer.daemon = True
             self._timer.start()
@@ -202,6 +218,17 @@ class Run:
         return pids() if pids is not None else {}
 
     # -- results -----------------------------------------------------------------------
+
+    def profile(self) -> Profile:
+        """Each node's cost per frame in this run, to save as JSON and replay or plan with.
+
+        A replay measures the real time and CPU of every node's own code; a
+        real-time or offline run gives each node's median time per frame
+        (``cpu_s`` and ``gil`` unknown).
+        """
+        from ._profile import profile_of
+
+        return profile_of(self.plan, self.stats, self._executor, self.executor_name)
 
     @property
     def stats(self) -> RunStats:

@@ -144,8 +144,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _check_run_options(mode: str | None, executor: str | None, duration: float | None) -> None:
     """Usage errors (exit 2) for --mode, --executor and --duration."""
-    if mode is not None and mode not in ("auto", "offline", "realtime"):
-        raise _fail(f"--mode must be auto, offline or realtime, got {mode!r}", EXIT_USAGE)
+    if mode is not None and mode not in ("auto", "offline", "realtime", "replay"):
+        raise _fail(f"--mode must be auto, offline, realtime or replay, got {mode!r}", EXIT_USAGE)
     if executor is not None and executor not in executor_names():
         raise _fail(
             f"--executor must be one of {', '.join(executor_names())}, got {executor!r}",
@@ -560,7 +560,7 @@ def run(
         str | None,
         typer.Option(
             metavar="MODE",
-            help="auto, offline or realtime (overrides the file).",
+            help="auto, offline, realtime or replay (overrides the file).",
             show_default=False,
         ),
     ] = None,
@@ -887,6 +887,191 @@ def demo(
             note=f"open {web.url}",
         )
     )
+
+
+# -- profile and plan --------------------------------------------------------------------------
+
+#: A pipeline file (YAML; docs/pipeline-files.md), named in the usage line: typer's
+#: help would label it with a raw "<path>".
+PipelineArgument = Annotated[
+    Path, typer.Argument(metavar="PIPELINE_FILE", hidden=True, show_default=False)
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a key of the file (repeatable).",
+        show_default=False,
+    ),
+]
+
+
+def _load_for_planning(pipeline: Path, overrides: list[str] | None) -> tuple[fp.Pipeline, str]:
+    """The pipeline of a file, and the executor it asks for."""
+    try:
+        pipe, options = load_pipeline(pipeline, overrides=overrides or ())
+    except fp.ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    return pipe, options.executor
+
+
+@app.command()
+def profile(
+    pipeline: PipelineArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", metavar="FILE", help="Save the profile as JSON here.", show_default=False
+        ),
+    ] = None,
+    duration: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Media seconds of each source to play.")
+    ] = 10.0,
+    set_: SetOption = None,
+) -> None:
+    """Measure what each node of a pipeline file costs per frame on this machine.
+
+    Replays the file's sources once (no waiting in real time), timing every
+    node's real code: wall and CPU time per frame, and the share that holds
+    the GIL. Use the JSON with framepipe plan --profile, or
+    pipe.run(mode="replay", profile=...). See docs/replay.md.
+    """
+    from framepipe import planner
+
+    if not duration > 0:
+        raise _fail(f"--duration must be > 0 seconds, got {duration:g}", EXIT_USAGE)
+    pipe, _ = _load_for_planning(pipeline, set_)
+    try:
+        measured = planner.measure(pipe, duration=duration)
+    except fp.GraphError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except fp.FramepipeError as exc:
+        raise _fail(str(exc), EXIT_ERROR) from None
+    table = Table(title=f"{pipe.name}: cost per frame on this machine", title_justify="left")
+    for column in ("node", "kind", "frames", "wall ms", "CPU ms", "GIL share"):
+        table.add_column(column, justify="left" if column in ("node", "kind") else "right")
+    for name, cost in measured.nodes.items():
+        table.add_row(
+            name,
+            cost.kind,
+            str(cost.frames),
+            f"{cost.wall_s * 1000:.2f}",
+            f"{cost.cpu_s * 1000:.2f}" if cost.cpu_s is not None else "-",
+            f"{cost.gil:.2f}" if cost.gil is not None else "-",
+        )
+    out.print(table)
+    if output is not None:
+        measured.save(output)
+        err.print(f"profile saved to {output}")
+
+
+@app.command()
+def plan(
+    pipeline: PipelineArgument,
+    streams: Annotated[
+        str, typer.Option(metavar="COUNTS", help="Stream counts to forecast: 1..16, or 1,2,4,8.")
+    ] = "1..16",
+    profile_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--profile",
+            metavar="FILE",
+            help="Costs saved by framepipe profile (default: measure them now).",
+            show_default=False,
+        ),
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            metavar="EXECUTOR",
+            help="threads, processes or inline (default: the file's).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="With processes: the number of worker processes (default: one per node).",
+            show_default=False,
+        ),
+    ] = None,
+    cpus: Annotated[
+        float | None,
+        typer.Option(
+            metavar="N", help="CPU cores to plan for (default: this machine's).", show_default=False
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(metavar="PNG", help="Save the curve as a PNG here.", show_default=False),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the forecast as JSON instead of a table.")
+    ] = False,
+    set_: SetOption = None,
+) -> None:
+    """Forecast how many copies of a pipeline's sources this machine carries in real time.
+
+    For each stream count: every node's predicted fps (of the rate it asks
+    for), the worst drop share, frame age, CPU and GIL load; then the largest
+    count that keeps every node at its rate. See docs/replay.md.
+    """
+    from framepipe import planner
+
+    if executor is not None and executor not in ("inline", "threads", "processes"):
+        raise _fail(
+            f"--executor must be inline, threads or processes, got {executor!r}", EXIT_USAGE
+        )
+    try:
+        counts = planner.parse_streams(streams)
+    except fp.GraphError as exc:
+        raise _fail(f"--{exc}", EXIT_USAGE) from None
+    pipe, file_executor = _load_for_planning(pipeline, set_)
+    try:
+        if profile_file is not None:
+            costs = fp.Profile.load(profile_file)
+        else:
+            err.print("measuring each node's cost (framepipe profile) ...")
+            costs = planner.measure(pipe, duration=10.0)
+        capacity = planner.forecast(
+            pipe,
+            costs,
+            streams=counts,
+            executor=executor or file_executor,
+            workers=workers,
+            cpus=cpus,
+        )
+    except fp.GraphError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except fp.FramepipeError as exc:
+        raise _fail(str(exc), EXIT_ERROR) from None
+    if as_json:
+        out.print_json(data=capacity.to_dict())
+    else:
+        rows = capacity.rows()
+        table = Table(
+            title=f"{pipe.name}: {capacity.executor} on {capacity.cpus:g} CPUs "
+            "(fps: predicted/requested per stream)",
+            title_justify="left",
+        )
+        for column in rows[0]:
+            table.add_column(column, justify="right")
+        for row in rows[1:]:
+            style = None if row[-1] == "ok" else "red"
+            table.add_row(*row, style=style)
+        out.print(table)
+        largest = capacity.largest
+        out.print(
+            f"largest stream count that keeps every node at its rate: [bold]{largest}[/]"
+            if largest
+            else "[bold red]no stream count keeps every node at its rate[/]",
+            highlight=False,
+        )
+    if plot is not None:
+        capacity.plot(plot)
+        err.print(f"plot saved to {plot}")
 
 
 # -- bench -----------------------------------------------------------------------------------

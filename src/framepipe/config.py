@@ -3,7 +3,7 @@
 A pipeline file names its sources, stages and sinks, with their options::
 
     name: traffic
-    mode: realtime            # auto (default) | offline | realtime
+    mode: realtime            # auto (default) | offline | realtime | replay
     executor: processes       # threads (default) | inline | processes | ray
     duration: 60              # seconds; omit to run until the sources end or Ctrl-C
     sources:
@@ -76,7 +76,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+)
 
 from . import sinks, sources
 from ._errors import ConfigError, FramepipeError
@@ -90,7 +98,17 @@ from .sources import Source
 __all__ = ["NODE_OPTIONS", "PipelineSpec", "RunOptions", "load_pipeline", "parse_pipeline"]
 
 #: Keys of a stage or sink that are node options, not constructor arguments.
-NODE_OPTIONS = ("fps", "interval", "window", "policy", "max_age", "join", "on_error", "executor")
+NODE_OPTIONS = (
+    "fps",
+    "interval",
+    "window",
+    "policy",
+    "max_age",
+    "join",
+    "on_error",
+    "executor",
+    "cost",
+)
 #: Node options of ``executor: ray`` (see docs/ray.md).
 RAY_OPTIONS = ("resources", "transfer", "jpeg_quality")
 Transfer = Literal["raw", "jpeg", "results"]
@@ -101,9 +119,10 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # -- the models ------------------------------------------------------------------------------
 
 
-def _known_executor(value: str) -> str:
-    names = [repr(name) for name in executor_names()]
-    if value not in executor_names():
+def _known_executor(value: str, *, for_nodes: bool = False) -> str:
+    known = executor_names(for_nodes=for_nodes)
+    names = [repr(name) for name in known]
+    if value not in known:
         raise ValueError(f"must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
     return value
 
@@ -159,11 +178,12 @@ class StageSpec(_NodeSpec):
     resources: dict[str, PositiveFloat] | None = None  # executor: ray
     transfer: Transfer | dict[str, Transfer] | None = None
     jpeg_quality: int | None = Field(default=None, ge=1, le=100)
+    cost: NonNegativeFloat | None = Field(default=None, description="seconds per frame, replay")
 
     @field_validator("executor")
     @classmethod
     def _executor(cls, value: str | None) -> str | None:
-        return value if value is None else _known_executor(value)
+        return value if value is None else _known_executor(value, for_nodes=True)
 
     @field_validator("after", mode="before")
     @classmethod
@@ -208,7 +228,7 @@ class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="pipeline", min_length=1)
-    mode: Literal["auto", "offline", "realtime"] = "auto"
+    mode: Literal["auto", "offline", "realtime", "replay"] = "auto"
     executor: str = "threads"
     duration: PositiveFloat | None = None
 

@@ -132,15 +132,14 @@ class LocalExecutor(Executor):
             start=plan.start,
             socket_dir="",
             sources_upstream={name: plan.sources_upstream(name) for name in plan.order},
+            needed_fps={name: plan.needed_fps(name) for name in plan.order},
             scheduler="threads" if threaded else "inline",
             clock=plan.clock,
         )
-        self.host = Host(
-            spec,
-            stop=self.stop_event,
-            report=self._report,
-            sink_context=self.sink_context(),
-        )
+        self.host = self._host(spec, self.sink_context())
+
+    def _host(self, spec: HostSpec, sink_context: dict[str, Any]) -> Host:
+        return Host(spec, stop=self.stop_event, report=self._report, sink_context=sink_context)
 
     def _report(self, message: Report) -> None:
         if isinstance(message, Ready):
@@ -223,6 +222,7 @@ class SupervisedExecutor(Executor):
             mode=plan.mode,
             start=plan.start,
             sources_upstream={n: plan.sources_upstream(n) for n in names},
+            needed_fps={n: plan.needed_fps(n) for n in names},
             log_level=logging.getLogger("framepipe").getEffectiveLevel(),
             clock=plan.clock,
             **transport,

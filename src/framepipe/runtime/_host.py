@@ -17,6 +17,10 @@ Schedulers:
   every stage). Edges never block (one thread never waits on itself) and
   single-input nodes are called directly instead of through their inbox.
 
+A replay (``_replay.ReplayHost``) is this host too: it keeps the build and
+changes its hooks (``_recorder``, ``_policy``, ``_outlet``) and what the
+inline thread plays (``_play``): a simulation on the run's clock.
+
 Life cycle, driven by the executor: ``listen`` -> ``connect`` ->
 ``start_nodes`` (stages and sinks set up, then ``Ready``) -> ``go`` (sources
 start) -> ``stop`` at any time -> ``wait`` -> ``close``.
@@ -44,7 +48,7 @@ from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, SourceBuffers
 from ..transport._shm import SharedFrames, SharedSourceBuffers
 from ._clock import SYSTEM_CLOCK, Clock
-from ._inbox import EMPTY, Inbox
+from ._inbox import Inbox
 from ._messages import (
     AddSource,
     Connect,
@@ -85,6 +89,7 @@ class HostSpec:
     start: float
     socket_dir: str
     sources_upstream: dict[str, tuple[str, ...]]
+    needed_fps: dict[str, float | None] = field(default_factory=dict)
     #: Edge id -> flag column of the shared-memory transport (``FlagColumns``).
     columns: dict[int, int] = field(default_factory=dict)
     #: The caller's level for ``framepipe`` logs: worker records below it stay there.
@@ -164,7 +169,7 @@ class Host:
     def _build(self) -> None:
         spec = self.spec
         for node in spec.nodes:
-            self.recorders[node.name] = StatsRecorder(node.name, node.kind)
+            self.recorders[node.name] = self._recorder(node.name, node.kind)
             if node.kind in ("stage", "sink"):
                 self.inboxes[node.name] = Inbox(
                     node.name,
@@ -184,6 +189,9 @@ class Host:
         order = [node.name for node in spec.nodes]
         self.runners = {n: self.runners[n] for n in order if n in self.runners}
         self.sources = {n: self.sources[n] for n in order if n in self.sources}
+
+    def _recorder(self, name: str, kind: str) -> StatsRecorder:
+        return StatsRecorder(name, kind)
 
     def _policy(self, policy: Queue) -> Queue:
         # One thread never waits on itself: inline edges never block and never drop
@@ -221,6 +229,7 @@ class Host:
                 buffers=self.source_buffers() if crosses else None,
                 on_error=self.on_failure,
                 clock=self.spec.clock,
+                needed_fps=self.spec.needed_fps.get(node.name),
             )
             return
         runner = NodeRunner(
@@ -366,21 +375,7 @@ class Host:
             self.report(Ready())
             self._go_or_stop.wait()
             if ok and not self.stop_event.is_set():
-                for source in self.sources.values():
-                    source.open()
-                active = list(self.sources.values())
-                queued = [r for r in self.runners.values() if r.name in self._queued]
-                while active and not self.stop_event.is_set():
-                    for source in list(active):
-                        if not source.step():
-                            active.remove(source)
-                        if queued:
-                            self._drain(queued)
-                    if self._pending_sources:  # a hot add (checked without the lock: per frame)
-                        with self._lock:
-                            active.extend(self._pending_sources)
-                            self._pending_sources.clear()
-                        queued = [r for r in self.runners.values() if r.name in self._queued]
+                self._play()
             for source in self.sources.values():
                 source.finish()
             if self.stop_event.is_set():
@@ -396,21 +391,35 @@ class Host:
             for runner in self.runners.values():
                 runner.finish()
 
+    def _play(self) -> None:
+        """Open the sources and run every frame through the graph, until they end or a stop."""
+        for source in self.sources.values():
+            source.open()
+        active = list(self.sources.values())
+        queued = [r for r in self.runners.values() if r.name in self._queued]
+        while active and not self.stop_event.is_set():
+            for source in list(active):
+                if not source.step():
+                    active.remove(source)
+                if queued:
+                    self._drain(queued)
+            if self._pending_sources:  # a hot add (checked without the lock: per frame)
+                with self._lock:
+                    active.extend(self._pending_sources)
+                    self._pending_sources.clear()
+                queued = [r for r in self.runners.values() if r.name in self._queued]
+
     def _drain(self, runners: list[NodeRunner]) -> None:
         progressed = True
         while progressed:
             progressed = False
             for runner in runners:
-                if runner.ended:
-                    continue
-                while not runner.failed:
-                    items = runner.take(block=False)
-                    if items is EMPTY:
+                while not (runner.ended or runner.failed):
+                    items = runner.poll()
+                    if items is None:
+                        progressed = progressed or runner.ended
                         break
                     progressed = True
-                    if items is None:
-                        runner.finish()
-                        break
                     runner.handle(items)
 
     # -- stopping and the end ------------------------------------------------------------
@@ -510,7 +519,7 @@ class Host:
         self.spec.placement[node.name] = self.spec.host_id
         self.spec.columns.update(columns or {})
         self.shared.widen(max(self.spec.columns.values(), default=0) + 1)
-        self.recorders[node.name] = StatsRecorder(node.name, "source")
+        self.recorders[node.name] = self._recorder(node.name, "source")
         for edge in edges:
             self.spec.edges.append(edge)
             if self.here(edge.downstream):

@@ -186,6 +186,15 @@ class Inbox:
 
     # -- producers -------------------------------------------------------------
 
+    def full(self, edge_id: int) -> bool:
+        """Whether a put on ``edge_id`` would make its producer wait."""
+        with self._cond:
+            edge = self._edges[edge_id]
+            policy = edge.policy
+            return (
+                not self._closed and policy.overflow == "block" and len(edge.entries) >= policy.size
+            )
+
     def put(
         self,
         edge_id: int,

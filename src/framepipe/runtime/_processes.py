@@ -92,12 +92,16 @@ class _Worker:
 class ProcessExecutor(SupervisedExecutor):
     """Runs each node in its own process (nodes may opt out with ``executor="threads"``)."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, *, workers: int | None = None) -> None:
         super().__init__(plan)
         self.run_id = secrets.token_hex(4)
         self.prefix = f"fp_{self.run_id}"
         self.socket_dir = tempfile.mkdtemp(prefix=f"framepipe-{self.run_id}-")
         self.placement = {name: self._place(plan.nodes[name]) for name in plan.order}
+        if workers is not None:  # a bounded number of worker processes
+            from ._placement import group_workers
+
+            self.placement = group_workers(plan, self._place, workers, main=MAIN)
         self.workers: dict[str, _Worker] = {}
         self.main_segments: list[str] = []
         self.addresses: dict[str, str] = {}

@@ -27,6 +27,8 @@ class ExecutorEntry:
     summary: str
     #: Runs nodes in other processes: a node asking for it moves the whole run to it.
     out_of_process: bool = False
+    #: The one mode it runs (``replay``), which always runs on it; None: any mode.
+    mode: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -34,33 +36,59 @@ _ENTRIES: dict[str, ExecutorEntry] = {}
 
 
 def register(
-    name: str, target: str, summary: str, *, out_of_process: bool = False, **options: Any
+    name: str,
+    target: str,
+    summary: str,
+    *,
+    out_of_process: bool = False,
+    mode: str | None = None,
+    **options: Any,
 ) -> None:
     """Make ``name`` a valid executor everywhere (an existing name is replaced)."""
-    _ENTRIES[name] = ExecutorEntry(name, target, summary, out_of_process, dict(options))
+    _ENTRIES[name] = ExecutorEntry(name, target, summary, out_of_process, mode, dict(options))
 
 
-def executor_names() -> tuple[str, ...]:
-    return tuple(_ENTRIES)
+def executor_names(*, for_nodes: bool = False) -> tuple[str, ...]:
+    """Every executor's name; ``for_nodes``: those a node's ``executor=`` may name
+    (not the ones that run a mode of their own)."""
+    return tuple(name for name, entry in _ENTRIES.items() if not (for_nodes and entry.mode))
 
 
-def check_executor(value: Any, *, what: str) -> str:
+def check_executor(value: Any, *, what: str, for_nodes: bool = False) -> str:
     """``value`` if it names an executor; else a ``GraphError`` naming ``what``."""
-    if isinstance(value, str) and value in _ENTRIES:
+    names = executor_names(for_nodes=for_nodes)
+    if isinstance(value, str) and value in names:
         return value
-    close = difflib.get_close_matches(str(value), _ENTRIES, n=1)
+    close = difflib.get_close_matches(str(value), names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise GraphError(f"{what} must be one of {executor_names()}, got {value!r}{hint}")
+    raise GraphError(f"{what} must be one of {names}, got {value!r}{hint}")
+
+
+def resolve_mode(mode: str, executor: str) -> tuple[str, str]:
+    """``(mode, executor)`` for a run: a mode with an executor of its own runs on
+    it, and that executor runs only its mode (``"auto"`` becomes it)."""
+    own = _ENTRIES[check_executor(executor, what="executor")].mode
+    if own is not None:
+        if mode not in ("auto", own):
+            raise GraphError(f"executor {executor!r} runs mode={own!r} only, not mode={mode!r}")
+        return own, executor
+    for entry in _ENTRIES.values():
+        if entry.mode is not None and entry.mode == mode:
+            return mode, entry.name
+    return mode, executor
 
 
 def create(name: str, plan: Plan, **options: Any) -> Executor:
-    """A new executor of kind ``name`` for ``plan`` (``options`` add to the entry's).
+    """A new executor of kind ``name`` for ``plan`` (``options``: this run's, as
+    ``workers=``).
 
     A node that asks for an out-of-process executor moves the run to it (the
     other nodes keep theirs through their placement there).
     """
+    name = resolve_mode(plan.mode, name)[1]
     entry = _ENTRIES[check_executor(name, what="executor")]
-    if not entry.out_of_process:  # an out-of-process run keeps its executor
+    # An out-of-process run keeps its executor, and so does a mode of its own (replay).
+    if not entry.out_of_process and not entry.mode:
         wanted = {node.options.executor or name for node in plan.nodes.values()} - {name}
         for other in sorted(wanted):
             if other in _ENTRIES and _ENTRIES[other].out_of_process:
@@ -94,4 +122,10 @@ register(
     "framepipe.runtime._ray:RayExecutor",
     "a host per machine of a Ray cluster, placed by resources= (needs framepipe[ray])",
     out_of_process=True,
+)
+register(
+    "replay",
+    "framepipe.runtime._replay:ReplayExecutor",
+    "file sources played as live cameras on a simulated clock, each node costing its cost=",
+    mode="replay",
 )

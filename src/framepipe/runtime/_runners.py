@@ -99,6 +99,7 @@ class SourceRunner:
         start: float,
         stop: threading.Event,
         on_fatal: FatalHandler,
+        needed_fps: float | None = None,
         buffers: SourceBuffers | None = None,
         on_error: FatalHandler | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -107,11 +108,14 @@ class SourceRunner:
         self._now = clock.time
         self._in_process = buffers is None or isinstance(buffers, InProcessBuffers)
         self.node, self.name = node, node.name
+        self.needed_fps = needed_fps  # what consumers select: lets a decoder skip frames
         self.on_error = on_error or on_fatal
         self.source: Source = node.obj
         self.outlets = outlets
         self.recorder = recorder
         self.mode, self.start = mode, start
+        # Files play at their media rate in real time (on the run's clock, simulated in a replay).
+        self._paced = mode in ("realtime", "replay") and not self.source.live
         self.stop_event = stop  # the whole run stopping
         # Set when this source must end: removed, or the run stopping (``Host.stop``
         # sets it), so a source blocked in ``ctx.wait`` or pacing wakes at once.
@@ -135,6 +139,7 @@ class SourceRunner:
             allocate=self.buffers.buffer,
             on_state=self.recorder.set_state,
             on_drop=lambda n: self.recorder.drop("late", n),
+            needed_fps=self.needed_fps,
         )
         self.recorder.set_state("connecting" if self.source.live else "running")
         try:
@@ -160,31 +165,42 @@ class SourceRunner:
             return False
 
     def _step(self) -> bool:
-        assert self._iterator is not None
         began = perf_counter()
+        captured = self.read()
+        if captured is None:
+            return False
+        self.deliver(*captured, read_time=perf_counter() - began)
+        return True
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """The source's next ``(image, pts)``; None once it has ended or failed."""
+        assert self._iterator is not None
         try:
             captured = next(self._iterator)
         except StopIteration:
             self.finish()
-            return False
+            return None
         except Stopping:
             raise
         except BaseException as exc:
             self._fail(exc, "failed while reading")
-            return False
+            return None
         try:
-            image, pts = self._unpack(captured)
-        except BaseException:
+            return self._unpack(captured)
+        except BaseException as exc:
             self.buffers.close()
-            raise
-        read_time = perf_counter() - began
+            self._fail(exc, "failed")
+            return None
+
+    def deliver(self, image: np.ndarray, pts: float, read_time: float = 0.0) -> None:
+        """Pace a frame that was read, then hand it to every outlet (or drop it late)."""
         if not self.source.seekable and pts < self.start:
             self.buffers.close()
-            return True
-        if self.mode == "realtime" and not self.source.live and not self._pace(pts):
+            return
+        if self._paced and not self._pace(pts):
             self.recorder.drop("late")
             self.buffers.close()
-            return True
+            return
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
         timestamp = self._now()
         began = perf_counter() - read_time  # latency counts reading and delivery, not pacing
@@ -208,7 +224,6 @@ class SourceRunner:
         self.recorder.record(latency=perf_counter() - began)
         if self.recorder.state in ("connecting", "idle"):
             self.recorder.set_state("running")
-        return True
 
     def _unpack(self, captured: Any) -> tuple[np.ndarray, float]:
         if type(captured) is tuple and len(captured) == 2:  # the common case, checked fast
@@ -488,6 +503,15 @@ class NodeRunner:
                     break
                 items.append(more)
         return items
+
+    def poll(self) -> list[WorkItem] | None:
+        """One-thread schedulers: the batch waiting now, else None. At the end of its
+        inputs the runner finishes (``ended``)."""
+        items = self.take(block=False)
+        if items is None:
+            self.finish()
+            return None
+        return None if items is EMPTY else items
 
     def handle(self, items: list[WorkItem]) -> None:
         """Process a batch (usually of one) and forward the results."""

@@ -28,6 +28,10 @@ class SourceContext:
       (a live stream read in real time keeps only the newest frame).
     - ``set_state`` / ``count_reconnect`` feed the connection columns of the
       statistics.
+    - ``needed_fps``: in real time, the highest rate any consumer of this
+      source selects (``None``: some consumer needs every frame, or offline).
+      A decoder may skip frames no consumer will take (``VideoFile`` and
+      ``Stream`` skip non-reference frames when it is at most half the rate).
     """
 
     def __init__(
@@ -40,8 +44,10 @@ class SourceContext:
         allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
         on_state: Callable[[str, int], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
+        needed_fps: float | None = None,
     ) -> None:
         self.name = name
+        self.needed_fps = needed_fps
         self.mode = mode
         self.start = start
         self.logger = logging.getLogger(f"framepipe.source.{name}")

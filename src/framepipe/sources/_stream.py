@@ -30,13 +30,14 @@ from ._base import Captured, Source, SourceContext
 from ._probe import (
     STREAM_SCHEMES,
     explain,
+    frame_rate,
     network_options,
     open_input,
     redact,
     scheme_of,
     video_stream,
 )
-from ._video import frame_to_bgr
+from ._video import ReferenceOnly, frame_to_bgr
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +549,7 @@ class Stream(LiveSource):
         codec.thread_type = "AUTO"
         # Low delay turns off frame threading, whose pipeline holds frames back.
         codec.flags |= int(av.codec.context.Flags.low_delay)
+        skip = ReferenceOnly(ctx, stream, frame_rate(stream))
         session.recording = bool(container.duration and container.duration > 0)
         progress = session.progress
         progress.timeline.live = not session.recording
@@ -570,6 +572,8 @@ class Stream(LiveSource):
                     continue
                 for frame in frames:
                     media = frame.time if timed else None
+                    if media is not None:
+                        skip.kept(ctx, media)
                     if session.recording and media is not None:
                         if resume is not None and media <= resume:
                             continue

@@ -51,6 +51,63 @@ def frame_to_bgr(frame: VideoFrame, ctx: SourceContext) -> np.ndarray:
     return image
 
 
+class ReferenceOnly:
+    """Skips decoding non-reference frames when no consumer would take them.
+
+    When every consumer of a real-time source selects at most half its frame
+    rate (``ctx.needed_fps``), the decoder is told to skip non-reference
+    frames (FFmpeg's ``skip_frame=NONREF``): they cost decoding and colour
+    conversion, and a rate selector would drop them anyway. Most H.264/H.265
+    streams with B-frames lose every other frame that way, evenly spaced. If
+    over the first second the frames left come slower than consumers need
+    (a GOP whose non-reference frames are not evenly spread), every frame is
+    decoded again. Never used when some consumer needs every frame.
+    """
+
+    __slots__ = ("_codec", "_count", "_first", "active", "needed", "skipped_from")
+
+    #: Media seconds over which the kept rate is checked.
+    CHECK_OVER = 1.0
+
+    def __init__(self, ctx: SourceContext, stream: VideoStream, fps: float | None) -> None:
+        self._codec = stream.codec_context
+        self.needed = ctx.needed_fps
+        # 2% of slack: 15 fps of a 29.97 fps camera is half its frames.
+        self.active = bool(self.needed and fps and self.needed <= fps / 2 * 1.02)
+        self._first: float | None = None
+        self._count = 0
+        if self.active:
+            self._codec.skip_frame = "NONREF"
+            ctx.logger.info(
+                "consumers take at most %.3g of %.3g fps: skipping non-reference frames",
+                self.needed,
+                fps,
+            )
+
+    def kept(self, ctx: SourceContext, pts: float) -> None:
+        """Count one decoded frame; decode every frame again if too few are left."""
+        if not self.active or self.needed is None:
+            return
+        if self._first is None:
+            self._first = pts
+        self._count += 1
+        span = pts - self._first
+        if span < self.CHECK_OVER:
+            return
+        rate = (self._count - 1) / span
+        self.active = False  # checked once: keep skipping, or stop for good
+        if rate < self.needed * 0.98:
+            self._codec.skip_frame = "DEFAULT"
+            ctx.logger.info(
+                "only %.3g fps left without non-reference frames (%.3g needed): decoding all",
+                rate,
+                self.needed,
+            )
+        else:
+            self.active = True
+            self.needed = None  # enough frames: no more checks
+
+
 class _Damaged(Exception):
     """The demuxer failed part-way through the file."""
 
@@ -144,12 +201,17 @@ class VideoFile(Source):
             stream = video_stream(container, ctx.name, self.path)
             # Frame and slice threads: several times the single-thread throughput.
             stream.thread_type = "AUTO"
-            yield from self._passes(ctx, container, stream)
+            skip = ReferenceOnly(ctx, stream, frame_rate(stream))
+            yield from self._passes(ctx, container, stream, skip)
         finally:
             container.close()
 
     def _passes(
-        self, ctx: SourceContext, container: InputContainer, stream: VideoStream
+        self,
+        ctx: SourceContext,
+        container: InputContainer,
+        stream: VideoStream,
+        skip: ReferenceOnly,
     ) -> Iterator[Captured]:
         origin = media_origin(container, stream)
         fps = frame_rate(stream)
@@ -167,6 +229,7 @@ class VideoFile(Source):
                     pts = last + period
                 count += 1
                 last = pts
+                skip.kept(ctx, pts)
                 yield frame_to_bgr(frame, ctx), pts
                 if ctx.stopping:
                     return
@@ -268,7 +331,8 @@ class VideoFile(Source):
         if corrupt:
             ctx.logger.warning("%s: skipped %d corrupt packets", self.path, corrupt)
         expected = stream.frames
-        if whole_file and expected and decoded < expected:
+        skipping = stream.codec_context.skip_frame != "DEFAULT"  # ReferenceOnly: by design
+        if whole_file and expected and decoded < expected and not skipping:
             ctx.logger.warning(
                 "%s ended after %d of the %d frames its header lists (damaged or truncated?)",
                 self.path,

