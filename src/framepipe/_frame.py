@@ -32,18 +32,15 @@ class ReadOnlyResults(dict[str, Any]):
 
 #: The results of a frame straight from its source.
 NO_RESULTS = ReadOnlyResults()
-#: How framepipe itself adds to a ``ReadOnlyResults`` (looked up once: the per-hop path).
-_set_item = dict.__setitem__
+#: How framepipe itself adds to a ``ReadOnlyResults`` (the per-hop path).
+set_result = dict.__setitem__
 
 
-def with_result(results: dict[str, Any], name: str, value: Any) -> ReadOnlyResults:
-    """``results`` (already lent) and one more, lent too: the hot path of ``lent``."""
-    if isinstance(value, np.ndarray) and value.flags.writeable:
-        value = value.view()
-        value.flags.writeable = False
-    out = ReadOnlyResults(results)
-    _set_item(out, name, value)
-    return out
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``."""
+    view = array.view()
+    view.setflags(write=False)
+    return view
 
 
 def lent(results: dict[str, Any]) -> ReadOnlyResults:
@@ -54,9 +51,7 @@ def lent(results: dict[str, Any]) -> ReadOnlyResults:
     """
     for key, value in results.items():
         if isinstance(value, np.ndarray) and value.flags.writeable:
-            value = value.view()
-            value.flags.writeable = False
-            results[key] = value
+            results[key] = read_only(value)
     return ReadOnlyResults(results)
 
 

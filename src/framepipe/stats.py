@@ -13,6 +13,8 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -140,38 +142,32 @@ def _triple(values: Mapping[str, float]) -> str:
     return f"{values['p50']:.1f}/{values['p95']:.1f}/{values['max']:.1f}"
 
 
-class _Samples:
-    """The most recent samples of one measure (seconds), plus the all-time maximum."""
+def _summary(values: list[float], run_max: float) -> dict[str, float]:
+    """p50 and p95 of ``values`` and the larger of their maximum and ``run_max``, in ms."""
+    if not values:
+        return dict(_EMPTY)
+    array = np.maximum(np.asarray(values, dtype=float), 0.0) * 1000.0
+    p50, p95 = np.percentile(array, [50, 95])
+    return {
+        "p50": round(float(p50), 3),
+        "p95": round(float(p95), 3),
+        "max": round(max(float(array.max()), run_max * 1000.0, 0.0), 3),
+    }
 
-    __slots__ = ("max", "recent")
 
-    def __init__(self, keep: int) -> None:
-        self.recent: deque[float] = deque(maxlen=keep)
-        self.max = 0.0
-
-    def add(self, value: float) -> None:
-        self.recent.append(value)
-        if value > self.max:
-            self.max = value
-
-    def summary(self) -> dict[str, float]:
-        """p50, p95 and max, in milliseconds."""
-        recent = list(self.recent)  # one C call: safe against the writer thread
-        if not recent:
-            return dict(_EMPTY)
-        values = np.maximum(np.asarray(recent, dtype=float), 0.0) * 1000.0
-        p50, p95 = np.percentile(values, [50, 95])
-        return {
-            "p50": round(float(p50), 3),
-            "p95": round(float(p95), 3),
-            "max": round(max(self.max, 0.0) * 1000.0, 3),
-        }
+#: Frames between two folds of the recent samples into the whole-run figures.
+FOLD_EVERY = 256
 
 
 class StatsRecorder:
     """Counters and samples for one node, written by its worker only.
 
-    Times are recorded in seconds and reported in milliseconds.
+    Each processed frame adds one sample, ``(done, latency, age)``: when it was
+    done (``time.perf_counter()``), how long it took and how old its frame was
+    (0 where frames have no age: a source's). The samples of the most recent
+    ``keep`` frames give the percentiles and the live fps; every ``FOLD_EVERY``
+    frames the worker folds them into the whole-run maxima, before any of them
+    leaves. Times are recorded in seconds and reported in milliseconds.
     """
 
     def __init__(self, name: str, kind: str, *, keep: int = 512, fps_window: float = 3.0) -> None:
@@ -182,60 +178,68 @@ class StatsRecorder:
         self.restarts = 0
         self.state = "idle"
         self.reconnects = 0
-        self._latency = _Samples(keep)
-        self._wait = _Samples(keep)
-        self._age = _Samples(keep)
-        self._done_times: deque[float] = deque(maxlen=4096)
-        # Bound once: ``record_one`` runs on every frame of every inline node.
-        self._add_latency = self._latency.recent.append
-        self._add_age = self._age.recent.append
-        self._add_done = self._done_times.append
+        self._recent: deque[tuple[float, float, float]] = deque(maxlen=keep)
+        self._add = self._recent.append  # bound once: the per-frame path
+        self._waits: deque[float] = deque(maxlen=keep)
+        self._max_wait = 0.0
+        self._max_latency = 0.0
+        self._max_age = 0.0
+        self._fold_every = max(1, min(FOLD_EVERY, keep // 2))
+        self._folded = 0  # ``processed`` at the last fold
+        self._fold_at = self._fold_every
         self._fps_window = fps_window
         self._started = time.perf_counter()
-        self._first: float | None = None
-        self._last = 0.0
+        self._first: float | None = None  # when the first frame's processing began
         self._ended: float | None = None
         self._lock = threading.Lock()
 
     def record(
-        self, latency: float, age: float | None = None, wait: float | None = None, count: int = 1
+        self,
+        latency: float,
+        age: float = 0.0,
+        wait: float | None = None,
+        count: int = 1,
+        done: float | None = None,
     ) -> None:
-        """Count ``count`` processed frames that took ``latency`` seconds in all.
+        """Count ``count`` processed frames that took ``latency`` seconds in all
+        (a batch: each of its frames waited for the whole batch).
 
-        Called by the node's own worker only, on every frame: no lock (readers
-        copy the sample deques in one C call, under the GIL).
+        Called by the node's own worker only: no lock (readers copy the samples
+        in one C call, under the GIL).
         """
-        now = time.perf_counter()
-        self.processed += count
-        self._add_latency(latency)
-        if latency > self._latency.max:
-            self._latency.max = latency
-        if age is not None:
-            self._age.add(age)
-        if wait is not None:
-            self._wait.add(wait)
+        sample = (time.perf_counter() if done is None else done, latency, age)
         if count == 1:
-            self._add_done(now)
+            self._add(sample)
         else:
-            self._done_times.extend([now] * count)
-        if self._first is None:
-            self._first = now - latency
-        self._last = now
+            if self.processed > self._folded:  # a large batch must not push out unfolded ones
+                self._fold()
+            self._recent.extend([sample] * count)
+        if wait is not None:
+            self._waits.append(wait)
+            if wait > self._max_wait:
+                self._max_wait = wait
+        self.processed += count
+        if self.processed >= self._fold_at:
+            self._fold()
 
-    def record_one(self, now: float, latency: float, age: float) -> None:
-        """``record`` for one frame, with ``now`` from ``time.perf_counter()``: the
-        inline executor's hot path, which has just read the clock."""
+    def record_one(self, done: float, latency: float, age: float) -> None:
+        """``record`` for one frame, with ``done`` from ``time.perf_counter()``: the
+        hot path of inline runs, which have just read the clock."""
         self.processed += 1
-        self._add_latency(latency)
-        if latency > self._latency.max:
-            self._latency.max = latency
-        self._add_age(age)
-        if age > self._age.max:
-            self._age.max = age
-        self._add_done(now)
+        self._add((done, latency, age))
+        if self.processed >= self._fold_at:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Carry the samples since the last fold into the whole-run figures (worker only)."""
+        fresh = list(islice(reversed(self._recent), self.processed - self._folded))
+        self._folded, self._fold_at = self.processed, self.processed + self._fold_every
+        if not fresh:
+            return
         if self._first is None:
-            self._first = now - latency
-        self._last = now
+            self._first = fresh[-1][0] - fresh[-1][1]
+        self._max_latency = max(self._max_latency, max(map(_LATENCY, fresh)))
+        self._max_age = max(self._max_age, max(map(_AGE, fresh)))
 
     def drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -256,18 +260,30 @@ class StatsRecorder:
         if self._ended is None:
             self._ended = time.perf_counter()
 
+    def _fps(self, recent: list[tuple[float, float, float]], now: float, elapsed: float) -> float:
+        if not recent:
+            return 0.0
+        if self._ended is not None:
+            # Over the span that frames were processed: setup time is not throughput.
+            first = self._first if self._first is not None else recent[0][0] - recent[0][1]
+            span = recent[-1][0] - first
+            return self.processed / span if span > 0 else 0.0
+        window = min(self._fps_window, elapsed)
+        if window <= 0.2:
+            return 0.0
+        inside = sum(1 for sample in recent if sample[0] >= now - window)
+        if inside == len(recent) == self._recent.maxlen:
+            # Fast nodes: the samples kept span less than the window.
+            span = now - recent[0][0]
+            return inside / span if span > 0 else 0.0
+        return inside / window
+
     def snapshot(self) -> NodeStats:
         with self._lock:
             now = self._ended or time.perf_counter()
             elapsed = now - self._started
-            if self._ended is not None:
-                # Over the span that frames were processed: setup time is not throughput.
-                span = self._last - self._first if self._first is not None else 0.0
-                fps = self.processed / span if span > 0 else 0.0
-            else:
-                window = min(self._fps_window, elapsed)
-                recent = sum(1 for t in list(self._done_times) if t >= now - window)
-                fps = recent / window if window > 0.2 else 0.0
+            recent = list(self._recent)  # one C call: safe against the writer thread
+            waits = list(self._waits)
             return NodeStats(
                 name=self.name,
                 kind=self.kind,
@@ -276,11 +292,15 @@ class StatsRecorder:
                 dropped_by=dict(self.dropped_by),
                 errors=self.errors,
                 restarts=self.restarts,
-                fps=round(fps, 2),
-                latency_ms=self._latency.summary(),
-                wait_ms=self._wait.summary(),
-                age_ms=self._age.summary(),
+                fps=round(self._fps(recent, now, elapsed), 2),
+                latency_ms=_summary([s[1] for s in recent], self._max_latency),
+                wait_ms=_summary(waits, self._max_wait),
+                age_ms=_summary([s[2] for s in recent], self._max_age),
                 state=self.state,
                 reconnects=self.reconnects,
                 elapsed_s=round(elapsed, 3),
             )
+
+
+_LATENCY = itemgetter(1)
+_AGE = itemgetter(2)

@@ -397,12 +397,16 @@ class Host:
             source.open()
         active = list(self.sources.values())
         queued = [r for r in self.runners.values() if r.name in self._queued]
-        while active and not self.stop_event.is_set():
-            for source in list(active):
+        stopping = self.stop_event.is_set
+        while active and not stopping():
+            ended = False
+            for source in active:
                 if not source.step():
-                    active.remove(source)
+                    ended = True
                 if queued:
                     self._drain(queued)
+            if ended:
+                active = [source for source in active if not source.ended]
             if self._pending_sources:  # a hot add (checked without the lock: per frame)
                 with self._lock:
                     active.extend(self._pending_sources)

@@ -91,17 +91,20 @@ class _SimRecorder(StatsRecorder):
         self.planned: tuple[float, float] = (0.0, 0.0)
 
     def record(
-        self, latency: float, age: float | None = None, wait: float | None = None, count: int = 1
+        self,
+        latency: float,
+        age: float = 0.0,
+        wait: float | None = None,
+        count: int = 1,
+        done: float | None = None,
     ) -> None:
-        cost, done = self.planned
-        self.processed += count
-        self._latency.add(cost)
-        if age is not None:  # on the run's clock: simulated already
-            self._age.add(age)
-        self._done_times.extend([done] * count)
-        if self._first is None:
-            self._first = done - cost
-        self._last = done
+        # The planned cost and finish, on the run's clock; ``age`` is simulated already,
+        # and the real time a frame waited means nothing here.
+        cost, finished = self.planned
+        super().record(cost, age, None, count, finished)
+
+    def record_one(self, done: float, latency: float, age: float) -> None:
+        self.record(latency, age)
 
     def finish(self) -> None:
         if self._ended is None:

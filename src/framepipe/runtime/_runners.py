@@ -29,7 +29,7 @@ import cloudpickle
 import numpy as np
 
 from .._errors import FramepipeError, SinkError, SourceError, StageError
-from .._frame import NO_RESULTS, Frame, with_result
+from .._frame import NO_RESULTS, Frame, ReadOnlyResults, read_only, set_result
 from .._graph import Node
 from .._nested import NestedPipeline
 from .._stage import FunctionStage, Stage, StageContext
@@ -80,6 +80,9 @@ def node_error(node: Node, exc: BaseException, what: str) -> FramepipeError:
     return error
 
 
+_UINT8 = np.dtype(np.uint8)
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"
@@ -116,6 +119,8 @@ class SourceRunner:
         self.mode, self.start = mode, start
         # Files play at their media rate in real time (on the run's clock, simulated in a replay).
         self._paced = mode in ("realtime", "replay") and not self.source.live
+        # A source that cannot seek plays from its start: frames before ``start`` are skipped.
+        self._skip_before = start if not self.source.seekable else float("-inf")
         self.stop_event = stop  # the whole run stopping
         # Set when this source must end: removed, or the run stopping (``Host.stop``
         # sets it), so a source blocked in ``ctx.wait`` or pacing wakes at once.
@@ -151,26 +156,23 @@ class SourceRunner:
         """Produce and deliver one frame; False once the source has ended (or failed)."""
         if self.ended:
             return False
-        # The source sees one stop flag (``removed``) for both a run stop and its own removal.
-        if self._iterator is None or self.removed.is_set() or self.stop_event.is_set():
+        # One flag for both a run stop and this source's removal: ``Host.stop`` sets it.
+        if self._iterator is None or self.removed.is_set():
             self.finish()
             return False
         try:
-            return self._step()
+            began = perf_counter()
+            captured = self.read()
+            if captured is None:
+                return False
+            self.deliver(captured[0], captured[1], perf_counter() - began)
+            return True
         except Stopping:  # the run stopped while this source waited for a free slot
             self.finish()
             return False
         except BaseException as exc:
             self._fail(exc, "failed")
             return False
-
-    def _step(self) -> bool:
-        began = perf_counter()
-        captured = self.read()
-        if captured is None:
-            return False
-        self.deliver(*captured, read_time=perf_counter() - began)
-        return True
 
     def read(self) -> tuple[np.ndarray, float] | None:
         """The source's next ``(image, pts)``; None once it has ended or failed."""
@@ -185,6 +187,15 @@ class SourceRunner:
         except BaseException as exc:
             self._fail(exc, "failed while reading")
             return None
+        if type(captured) is tuple and len(captured) == 2:  # the common case, checked here
+            image, pts = captured
+            if (
+                type(image) is np.ndarray
+                and type(pts) is float
+                and image.ndim == 3
+                and image.dtype is _UINT8
+            ):
+                return captured
         try:
             return self._unpack(captured)
         except BaseException as exc:
@@ -194,7 +205,7 @@ class SourceRunner:
 
     def deliver(self, image: np.ndarray, pts: float, read_time: float = 0.0) -> None:
         """Pace a frame that was read, then hand it to every outlet (or drop it late)."""
-        if not self.source.seekable and pts < self.start:
+        if pts < self._skip_before:
             self.buffers.close()
             return
         if self._paced and not self._pace(pts):
@@ -209,7 +220,7 @@ class SourceRunner:
         else:
             image, held = self.buffers.adopt(image)
         view = image.view()
-        view.flags.writeable = False
+        view.setflags(write=False)
         frame = Frame(view, self._index, pts, timestamp, self.name, NO_RESULTS, held)
         self._index += 1
         if held:
@@ -221,20 +232,13 @@ class SourceRunner:
         else:
             for outlet in self.outlets:
                 outlet.deliver(frame)
-        self.recorder.record(latency=perf_counter() - began)
-        if self.recorder.state in ("connecting", "idle"):
-            self.recorder.set_state("running")
+        done = perf_counter()
+        recorder = self.recorder
+        recorder.record_one(done, done - began, 0.0)
+        if recorder.state == "connecting" or recorder.state == "idle":
+            recorder.set_state("running")
 
     def _unpack(self, captured: Any) -> tuple[np.ndarray, float]:
-        if type(captured) is tuple and len(captured) == 2:  # the common case, checked fast
-            image, pts = captured
-            if (
-                type(image) is np.ndarray
-                and image.ndim == 3
-                and image.dtype == np.uint8
-                and type(pts) is float
-            ):
-                return image, pts
         if not _pair(captured):
             raise SourceError(
                 self.name, f"open() must yield (image, pts) pairs, got {_describe(captured)}"
@@ -577,9 +581,36 @@ class NodeRunner:
         done = perf_counter()
         if self.failures_in_a_row:
             self.failures_in_a_row = 0
-        self.recorder.record_one(done, done - began, age)
-        if value is not None:
+        recorder = self.recorder
+        recorder.processed += 1
+        recorder._add((done, done - began, age))
+        if recorder.processed >= recorder._fold_at:
+            recorder._fold()
+        if value is None or not self.outlets:
+            return
+        if self.exporter is not None:
             self.forward(frame, value)
+            return
+        try:
+            results = ReadOnlyResults(frame.results)
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                value = read_only(value)
+            set_result(results, self.name, value)
+            out = Frame(
+                frame.image,
+                frame.index,
+                frame.pts,
+                frame.timestamp,
+                frame.source,
+                results,
+                frame._handles,
+            )
+            for outlet in self.outlets:
+                outlet.deliver(out)
+        except Stopping:
+            return  # the run stopped while waiting for a slot: the frame is not sent
+        except Exception as exc:
+            self._fatal(exc, "could not pass its result on")
 
     def forward(self, frame: Frame, value: Any) -> None:
         """Send ``frame`` on with this node's result attached, to every outlet.
@@ -590,13 +621,17 @@ class NodeRunner:
         if not outlets:
             return
         try:
+            results = ReadOnlyResults(frame.results)
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                value = read_only(value)
+            set_result(results, self.name, value)
             out = Frame(
                 frame.image,
                 frame.index,
                 frame.pts,
                 frame.timestamp,
                 frame.source,
-                with_result(frame.results, self.name, value),
+                results,
                 frame._handles,
             )
             if self.exporter is None:

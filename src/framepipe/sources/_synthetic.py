@@ -129,6 +129,9 @@ class Generator(Source):
             yield _as_bgr(ctx.name, image, index), float(pts)
 
 
+_UINT8 = np.dtype(np.uint8)
+
+
 def _until_none(fn: Callable[[], Any]) -> Iterator[Any]:
     # Not iter(fn, None): that compares each image with None, which numpy refuses.
     while (item := fn()) is not None:
@@ -136,6 +139,9 @@ def _until_none(fn: Callable[[], Any]) -> Iterator[Any]:
 
 
 def _as_bgr(node: str, image: Any, index: int) -> np.ndarray:
+    if type(image) is np.ndarray and image.ndim == 3 and image.shape[2] == 3:
+        if image.dtype is _UINT8:  # the common case, checked fast
+            return image
     array = np.asarray(image)
     if array.ndim == 2:
         array = cv2.cvtColor(array.astype(np.uint8, copy=False), cv2.COLOR_GRAY2BGR)
