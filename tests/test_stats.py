@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import pytest
 
+import framepipe as fp
 from framepipe.stats import RunStats, StatsRecorder
 
 
@@ -46,3 +48,45 @@ def test_unknown_node_names_the_known_ones() -> None:
     stats = RunStats({"cam": StatsRecorder("cam", "source").snapshot()})
     with pytest.raises(KeyError, match=r"no node named 'detect'; nodes: \['cam'\]"):
         stats["detect"]
+
+
+def test_maxima_cover_the_whole_run_beyond_the_samples_kept() -> None:
+    rec = StatsRecorder("detect", "stage", keep=64)
+    for i in range(5000):
+        slow = i == 10
+        rec.record(1.0 if slow else 0.001, age=2.0 if slow else 0.002, wait=3.0 if slow else 0.0)
+    snap = rec.snapshot()
+    assert snap.processed == 5000
+    assert snap.latency_ms["max"] == 1000.0 and snap.latency_ms["p95"] == 1.0
+    assert snap.age_ms["max"] == 2000.0 and snap.wait_ms["max"] == 3000.0
+
+
+def test_batches_count_every_frame_and_keep_their_maxima() -> None:
+    rec = StatsRecorder("detect", "stage", keep=16)
+    rec.record(0.5, age=0.1, count=3)
+    for _ in range(40):
+        rec.record(0.01, count=7)  # batches larger than the fold interval
+    snap = rec.snapshot()
+    assert snap.processed == 3 + 40 * 7
+    assert snap.latency_ms["max"] == 500.0 and snap.age_ms["max"] == 100.0
+
+
+def test_inline_ages_grow_by_each_stages_time() -> None:
+    """Inline hands each frame on with the time it left its producer: the next stage's
+    age includes the previous stage's time, and max_age sees it."""
+
+    def slow(frame: fp.Frame) -> int:
+        time.sleep(0.02)
+        return frame.index
+
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.Synthetic(width=32, height=24, frames=10))
+    work = pipe.stage("slow", slow, after=cam)
+    after = pipe.stage("after", lambda f: f.index, after=work)
+    fresh = pipe.stage("fresh", lambda f: f.index, after=work, max_age=10)
+    pipe.sink("out", fp.sinks.Collect(), after=[after, fresh])
+    run = pipe.run(mode="offline", executor="inline")
+    assert run.stats["slow"].age_ms["max"] < 10
+    assert run.stats["after"].age_ms["p50"] >= 20
+    assert run.stats["slow"].latency_ms["p50"] >= 20
+    assert run.stats["fresh"].processed == 0 and run.stats["fresh"].dropped_by["age"] == 10

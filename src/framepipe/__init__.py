@@ -42,6 +42,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(".stages", __name__)
     raise AttributeError(f"module 'framepipe' has no attribute {name!r}")
 
+
 __all__ = [
     "ConfigError",
     "Frame",

@@ -179,14 +179,16 @@ class StatsRecorder:
         self.state = "idle"
         self.reconnects = 0
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=keep)
-        self._add = self._recent.append  # bound once: the per-frame path
+        #: The per-frame path, for a worker that inlines ``record_one``: add the
+        #: sample, count it in ``processed``, and ``fold()`` once that reaches ``fold_at``.
+        self.sample = self._recent.append
         self._waits: deque[float] = deque(maxlen=keep)
         self._max_wait = 0.0
         self._max_latency = 0.0
         self._max_age = 0.0
         self._fold_every = max(1, min(FOLD_EVERY, keep // 2))
         self._folded = 0  # ``processed`` at the last fold
-        self._fold_at = self._fold_every
+        self.fold_at = self._fold_every
         self._fps_window = fps_window
         self._started = time.perf_counter()
         self._first: float | None = None  # when the first frame's processing began
@@ -209,31 +211,31 @@ class StatsRecorder:
         """
         sample = (time.perf_counter() if done is None else done, latency, age)
         if count == 1:
-            self._add(sample)
+            self.sample(sample)
         else:
             if self.processed > self._folded:  # a large batch must not push out unfolded ones
-                self._fold()
+                self.fold()
             self._recent.extend([sample] * count)
         if wait is not None:
             self._waits.append(wait)
             if wait > self._max_wait:
                 self._max_wait = wait
         self.processed += count
-        if self.processed >= self._fold_at:
-            self._fold()
+        if self.processed >= self.fold_at:
+            self.fold()
 
     def record_one(self, done: float, latency: float, age: float) -> None:
         """``record`` for one frame, with ``done`` from ``time.perf_counter()``: the
         hot path of inline runs, which have just read the clock."""
         self.processed += 1
-        self._add((done, latency, age))
-        if self.processed >= self._fold_at:
-            self._fold()
+        self.sample((done, latency, age))
+        if self.processed >= self.fold_at:
+            self.fold()
 
-    def _fold(self) -> None:
+    def fold(self) -> None:
         """Carry the samples since the last fold into the whole-run figures (worker only)."""
         fresh = list(islice(reversed(self._recent), self.processed - self._folded))
-        self._folded, self._fold_at = self.processed, self.processed + self._fold_every
+        self._folded, self.fold_at = self.processed, self.processed + self._fold_every
         if not fresh:
             return
         if self._first is None:

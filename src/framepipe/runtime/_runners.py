@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 import numpy as np
+from numpy import ndarray
 
 from .._errors import FramepipeError, SinkError, SourceError, StageError
 from .._frame import NO_RESULTS, Frame, ReadOnlyResults, read_only, set_result
@@ -39,6 +40,7 @@ from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
 from ._clock import SYSTEM_CLOCK, Clock
 from ._inbox import EMPTY, Inbox, WorkItem
+from ._outlets import handoffs
 from ._remote import EdgeError
 
 log = logging.getLogger("framepipe")
@@ -123,8 +125,11 @@ class SourceRunner:
         self._skip_before = start if not self.source.seekable else float("-inf")
         self.stop_event = stop  # the whole run stopping
         # Set when this source must end: removed, or the run stopping (``Host.stop``
-        # sets it), so a source blocked in ``ctx.wait`` or pacing wakes at once.
+        # calls ``remove``), so a source blocked in ``ctx.wait`` or pacing wakes at once.
         self.removed = threading.Event()
+        self._removed = False  # the same, read on every frame
+        self._awaiting_frames = False
+        self._handoffs = handoffs(outlets, clock)
         self.on_fatal = on_fatal
         # Where frames live: the transport's memory when consumers are in other processes.
         self.buffers: SourceBuffers = buffers or InProcessBuffers()
@@ -142,22 +147,31 @@ class SourceRunner:
             start=self.start,
             stop_event=self.removed,
             allocate=self.buffers.buffer,
-            on_state=self.recorder.set_state,
+            on_state=self._report_state,
             on_drop=lambda n: self.recorder.drop("late", n),
             needed_fps=self.needed_fps,
         )
-        self.recorder.set_state("connecting" if self.source.live else "running")
+        self._report_state("connecting" if self.source.live else "running")
         try:
             self._iterator = iter(self.source.open(self.context))
         except BaseException as exc:
             self._fail(exc, "could not open")
 
+    def _report_state(self, state: str, reconnects: int | None = None) -> None:
+        self.recorder.set_state(state, reconnects)
+        # Until a frame arrives: the next one delivered shows the source running.
+        self._awaiting_frames = state in ("connecting", "idle")
+
+    def remove(self) -> None:
+        """End this source soon (removed, or the run stopping); wakes its waits."""
+        self._removed = True
+        self.removed.set()
+
     def step(self) -> bool:
         """Produce and deliver one frame; False once the source has ended (or failed)."""
         if self.ended:
             return False
-        # One flag for both a run stop and this source's removal: ``Host.stop`` sets it.
-        if self._iterator is None or self.removed.is_set():
+        if self._removed or self._iterator is None:
             self.finish()
             return False
         try:
@@ -165,7 +179,7 @@ class SourceRunner:
             captured = self.read()
             if captured is None:
                 return False
-            self.deliver(captured[0], captured[1], perf_counter() - began)
+            self.deliver(captured[0], captured[1], began)
             return True
         except Stopping:  # the run stopped while this source waited for a free slot
             self.finish()
@@ -176,9 +190,8 @@ class SourceRunner:
 
     def read(self) -> tuple[np.ndarray, float] | None:
         """The source's next ``(image, pts)``; None once it has ended or failed."""
-        assert self._iterator is not None
         try:
-            captured = next(self._iterator)
+            captured = next(self._iterator)  # type: ignore[arg-type]  # opened
         except StopIteration:
             self.finish()
             return None
@@ -203,24 +216,30 @@ class SourceRunner:
             self._fail(exc, "failed")
             return None
 
-    def deliver(self, image: np.ndarray, pts: float, read_time: float = 0.0) -> None:
-        """Pace a frame that was read, then hand it to every outlet (or drop it late)."""
+    def deliver(self, image: np.ndarray, pts: float, began: float | None = None) -> None:
+        """Pace a frame that was read (from ``began``, on ``perf_counter``), then hand
+        it to every outlet (or drop it late)."""
         if pts < self._skip_before:
             self.buffers.close()
             return
-        if self._paced and not self._pace(pts):
-            self.recorder.drop("late")
-            self.buffers.close()
-            return
+        if self._paced:
+            read_time = perf_counter() - began if began is not None else 0.0
+            if not self._pace(pts):
+                self.recorder.drop("late")
+                self.buffers.close()
+                return
+            began = None if began is None else perf_counter() - read_time  # pacing is not latency
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
         timestamp = self._now()
-        began = perf_counter() - read_time  # latency counts reading and delivery, not pacing
+        handed = perf_counter()
+        if began is None:
+            began = handed
         if self._in_process:
             held: tuple[Any, ...] = ()
         else:
             image, held = self.buffers.adopt(image)
         view = image.view()
-        view.setflags(write=False)
+        view.setflags(False)  # type: ignore[call-arg]  # write=False, positional: cheaper
         frame = Frame(view, self._index, pts, timestamp, self.name, NO_RESULTS, held)
         self._index += 1
         if held:
@@ -229,14 +248,20 @@ class SourceRunner:
                     outlet.deliver(frame)
             finally:
                 self.buffers.drop(held)  # consumers hold their own leases now
+        elif self._handoffs is not None:
+            for accept in self._handoffs:
+                accept(frame, timestamp, handed)
         else:
             for outlet in self.outlets:
                 outlet.deliver(frame)
         done = perf_counter()
-        recorder = self.recorder
-        recorder.record_one(done, done - began, 0.0)
-        if recorder.state == "connecting" or recorder.state == "idle":
-            recorder.set_state("running")
+        recorder = self.recorder  # ``record_one``, inlined: the per-frame path
+        recorder.processed += 1
+        recorder.sample((done, done - began, 0.0))
+        if recorder.processed >= recorder.fold_at:
+            recorder.fold()
+        if self._awaiting_frames:
+            self._report_state("running")
 
     def _unpack(self, captured: Any) -> tuple[np.ndarray, float]:
         if not _pair(captured):
@@ -380,7 +405,9 @@ class NodeRunner:
         self.on_fatal = on_fatal
         self.on_failure = on_failure or on_fatal  # close()/teardown(): reported, not stopping
         self.on_error = node.options.on_error
+        # Restarts in a row: failures with no frame processed between them.
         self.failures_in_a_row = 0
+        self._processed_at_failure = -1
         self.sink_context = sink_context or {}
         self.logger = logging.getLogger(f"framepipe.{node.kind}.{node.name}")
         self._blob = cloudpickle.dumps(self.obj) if self.on_error == "restart" else None
@@ -402,6 +429,10 @@ class NodeRunner:
         )
         self._rate = inbox._rate
         self._max_age = node.options.max_age
+        self._selective = self._rate is not None or self._max_age is not None
+        # ``accept`` builds and hands on the next frame itself (else ``forward`` does).
+        self._forwards_here = bool(outlets) and exporter is None
+        self._handoffs = handoffs(outlets, clock)
         self.batch = max(1, int(getattr(self.obj, "batch", 1) or 1))
         self.max_wait = float(getattr(self.obj, "max_wait_ms", 0.0) or 0.0) / 1000.0
 
@@ -543,7 +574,6 @@ class NodeRunner:
             self._failed(exc, len(items))
             return
         took = time.perf_counter() - began
-        self.failures_in_a_row = 0
         ages = [now - item.frame.timestamp for item in items]
         self.recorder.record(
             latency=took, age=max(ages), wait=max(i.wait for i in items), count=len(items)
@@ -556,44 +586,41 @@ class NodeRunner:
             for item in items:
                 item.done()
 
-    def accept(self, frame: Frame) -> None:
+    def accept(self, frame: Frame, now: float = 0.0, began: float = 0.0) -> None:
         """Inline fast path: process one frame now, in the producer's call.
 
         Used for nodes with a single input and no window, join or batch, where
         an inbox would only add cost: selection and age checks happen here.
+        ``now``/``began``: the wall and ``perf_counter`` times the producer handed
+        the frame on (0: read the clock here).
         """
         if self.ended or self.failed:
             return
-        rate = self._rate
-        if rate is not None and not rate.select(frame.source, frame.pts):
-            self.recorder.drop("rate")
+        if not began:
+            now = self._now()
+            began = perf_counter()
+        age = now - frame.timestamp
+        if self._selective and not self._selected(frame, age):
             return
-        age = self._now() - frame.timestamp
-        if self._max_age is not None and age > self._max_age:
-            self.recorder.drop("age")
-            return
-        began = perf_counter()
         try:
             value = self._call(frame)  # bound at setup: the hot path of inline runs
         except Exception as exc:
             self._failed(exc, 1)
             return
         done = perf_counter()
-        if self.failures_in_a_row:
-            self.failures_in_a_row = 0
-        recorder = self.recorder
+        recorder = self.recorder  # ``record_one``, inlined: the per-hop path
         recorder.processed += 1
-        recorder._add((done, done - began, age))
-        if recorder.processed >= recorder._fold_at:
-            recorder._fold()
-        if value is None or not self.outlets:
+        recorder.sample((done, done - began, age))
+        if recorder.processed >= recorder.fold_at:
+            recorder.fold()
+        if value is None:
             return
-        if self.exporter is not None:
+        if not self._forwards_here:
             self.forward(frame, value)
             return
         try:
             results = ReadOnlyResults(frame.results)
-            if isinstance(value, np.ndarray) and value.flags.writeable:
+            if isinstance(value, ndarray) and value.flags.writeable:
                 value = read_only(value)
             set_result(results, self.name, value)
             out = Frame(
@@ -605,12 +632,28 @@ class NodeRunner:
                 results,
                 frame._handles,
             )
-            for outlet in self.outlets:
-                outlet.deliver(out)
+            if self._handoffs is not None:
+                now += done - began
+                for accept in self._handoffs:
+                    accept(out, now, done)
+            else:
+                for outlet in self.outlets:
+                    outlet.deliver(out)
         except Stopping:
             return  # the run stopped while waiting for a slot: the frame is not sent
         except Exception as exc:
             self._fatal(exc, "could not pass its result on")
+
+    def _selected(self, frame: Frame, age: float) -> bool:
+        """Whether ``accept`` processes ``frame``: its ``fps=`` and ``max_age`` say so."""
+        rate = self._rate
+        if rate is not None and not rate.select(frame.source, frame.pts):
+            self.recorder.drop("rate")
+            return False
+        if self._max_age is not None and age > self._max_age:
+            self.recorder.drop("age")
+            return False
+        return True
 
     def forward(self, frame: Frame, value: Any) -> None:
         """Send ``frame`` on with this node's result attached, to every outlet.
@@ -622,7 +665,7 @@ class NodeRunner:
             return
         try:
             results = ReadOnlyResults(frame.results)
-            if isinstance(value, np.ndarray) and value.flags.writeable:
+            if isinstance(value, ndarray) and value.flags.writeable:
                 value = read_only(value)
             set_result(results, self.name, value)
             out = Frame(
@@ -690,6 +733,10 @@ class NodeRunner:
 
     def _restart(self, exc: BaseException) -> None:
         """Recreate the node and set it up again, after a back-off; give up after a limit."""
+        processed = self.recorder.processed
+        if processed != self._processed_at_failure:  # a frame went through since the last
+            self.failures_in_a_row = 0
+        self._processed_at_failure = processed
         self.failures_in_a_row += 1
         if self.failures_in_a_row > RESTART_LIMIT:
             self._fatal(

@@ -126,7 +126,14 @@ class Generator(Source):
         items = _until_none(self.source) if callable(self.source) else self.source
         for index, item in enumerate(items):
             image, pts = item if isinstance(item, tuple) else (item, index / self.fps)
-            yield _as_bgr(ctx.name, image, index), float(pts)
+            if not (
+                type(image) is np.ndarray
+                and image.ndim == 3
+                and image.shape[2] == 3
+                and image.dtype is _UINT8
+            ):
+                image = _as_bgr(ctx.name, image, index)
+            yield image, float(pts)
 
 
 _UINT8 = np.dtype(np.uint8)
@@ -139,9 +146,6 @@ def _until_none(fn: Callable[[], Any]) -> Iterator[Any]:
 
 
 def _as_bgr(node: str, image: Any, index: int) -> np.ndarray:
-    if type(image) is np.ndarray and image.ndim == 3 and image.shape[2] == 3:
-        if image.dtype is _UINT8:  # the common case, checked fast
-            return image
     array = np.asarray(image)
     if array.ndim == 2:
         array = cv2.cvtColor(array.astype(np.uint8, copy=False), cv2.COLOR_GRAY2BGR)
