@@ -26,7 +26,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 import numpy as np
@@ -53,15 +55,17 @@ class Ticket:
     __slots__ = ("arrived", "frame", "lock", "refs", "release")
 
     def __init__(
-        self, frame: Frame, release: Callable[[], None] | None, lock: threading.Condition
+        self, frame: Frame, release: Callable[[], None] | None, lock: AbstractContextManager[Any]
     ) -> None:
         self.frame = frame
         self.release = release
         self.lock = lock
         self.refs = 1
-        self.arrived = time.monotonic()
+        self.arrived = monotonic()
 
     def unref(self) -> None:
+        if self.release is None:  # nothing to give back (frames of this process): no lock
+            return
         with self.lock:
             self.refs -= 1
             if self.refs or self.release is None:
@@ -114,7 +118,16 @@ class Inbox:
         self.recorder = recorder
         self._edges: dict[int, _Edge] = {}
         self._order: list[int] = []
-        self._cond = threading.Condition()
+        # Held with the lock itself (``with self._lock``: C code); producers waiting on
+        # a full ``block`` edge wait on the condition, and are notified only if any wait.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._putters = 0
+        # The worker (one per inbox) sleeps on a bare lock that a put releases: two C
+        # calls per wake-up, where a condition allocates a lock and runs Python.
+        self._taker_asleep = False
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
         self._closed = False
         self._seq = 0
         self._rate = RateSelector(options.fps) if options.fps else None
@@ -123,36 +136,41 @@ class Inbox:
         self._passed: dict[int, dict[str, int]] = {}
         self._history: dict[str, deque[tuple[str, int, Any]]] = {}
         self._held: deque[Any] = deque()  # latest join, offline: primary entries waiting
+        self._only: _Edge | None = None
+        self._latest = options.join == "latest"
 
     # -- edges ---------------------------------------------------------------
 
     def add_edge(
         self, edge: int, upstream: str, policy: Queue, credit: Callable[[int], None] | None = None
     ) -> None:
-        with self._cond:
+        with self._lock:
             self._edges[edge] = _Edge(upstream, policy, credit)
             self._order.append(edge)
             self._passed[edge] = {}
+            # One input taken frame by frame: ``take`` pops it without a scan.
+            plain = len(self._edges) == 1 and self.options.join == "each" and not self._window
+            self._only = self._edges[edge] if plain else None
 
     def has_edge(self, edge: int) -> bool:
-        with self._cond:
+        with self._lock:
             return edge in self._edges
 
     def set_credit(self, edge: int, credit: Callable[[int], None]) -> None:
         """Attach the credit callback of a lossless edge from another process."""
-        with self._cond:
+        with self._lock:
             self._edges[edge].credit = credit
 
     def end(self, edge: int) -> None:
         """The producer of ``edge`` has finished: nothing more will arrive on it."""
-        with self._cond:
+        with self._lock:
             if edge in self._edges:
                 self._edges[edge].ended = True
-                self._cond.notify_all()
+                self._wake_taker()
 
     def close(self) -> None:
         """Stop: drop everything waiting, wake producers and the worker."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             # What was delivered but will not be processed is counted as ``stop``
             # drops, so a producer's output and what this node took add up.
@@ -178,6 +196,7 @@ class Inbox:
                     for ticket in held:
                         ticket.unref()
                 self._window.held.clear()
+            self._wake_taker()
             self._cond.notify_all()
 
     @property
@@ -188,7 +207,7 @@ class Inbox:
 
     def full(self, edge_id: int) -> bool:
         """Whether a put on ``edge_id`` would make its producer wait."""
-        with self._cond:
+        with self._lock:
             edge = self._edges[edge_id]
             policy = edge.policy
             return (
@@ -207,14 +226,14 @@ class Inbox:
         ``release`` is called exactly once, when the inbox no longer needs the
         frame. Returns False if the frame was not accepted (inbox closed).
         """
-        ticket = Ticket(frame, release, self._cond)
-        with self._cond:
+        ticket = Ticket(frame, release, self._lock)
+        with self._lock:
             edge = self._edges[edge_id]
             if self._closed:
                 self.recorder.drop("stop")
                 self._give_back(edge, ticket)
                 return False
-            if self.options.join == "latest" and edge_id != self._order[0]:
+            if self._latest and edge_id != self._order[0]:
                 self._keep_latest(edge, ticket)
                 return True
             entry: Any = ticket
@@ -232,7 +251,11 @@ class Inbox:
                     while len(edge.entries) >= policy.size and not self._closed:
                         if stop is not None and stop.is_set():
                             break
-                        self._cond.wait()  # close() (every stop closes) or a take wakes it
+                        self._putters += 1
+                        try:
+                            self._cond.wait()  # close() (every stop closes) or a take wakes it
+                        finally:
+                            self._putters -= 1
                     if self._closed or (stop is not None and stop.is_set()):
                         self.recorder.drop("stop")
                         self._discard(edge, entry)
@@ -246,7 +269,9 @@ class Inbox:
                     return True
             self._seq += 1
             edge.entries.append((self._seq, entry))
-            self._cond.notify_all()
+            if self._taker_asleep:  # ``_wake_taker``, inlined: the per-frame path
+                self._taker_asleep = False
+                self._wakeup.release()
             return True
 
     def _windowed(self, edge: _Edge, ticket: Ticket) -> list[Ticket] | None:
@@ -300,7 +325,7 @@ class Inbox:
             if known is edge:
                 self._passed[edge_id][frame.source] = frame.index
         self._give_back(edge, ticket)
-        self._cond.notify_all()
+        self._wake_taker()
 
     def _attach_latest(self, frame: Frame) -> dict[str, Any]:
         """The newest result of each other input for ``frame`` (never from a later frame)."""
@@ -334,24 +359,44 @@ class Inbox:
         ``timeout=0`` never blocks and returns ``EMPTY`` when nothing is ready.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
+        while True:
+            with self._lock:
                 if self._closed:
                     return None
+                only = self._only
+                if only is not None and only.entries:  # the common case, without a scan
+                    ticket = self._pop(only)
+                    frame = ticket.frame
+                    first = WorkItem(frame, frame, [ticket], monotonic() - ticket.arrived)
+                    if self.options.max_age is not None and self._too_old(first):
+                        continue
+                    return first
                 item = self._next_item()
                 if item is not None:
-                    if self._too_old(item):
+                    if self.options.max_age is not None and self._too_old(item):
                         continue
                     return item
                 if self._all_ended():
                     return None
-                if deadline is None:
-                    self._cond.wait()
-                else:
+                remaining = -1.0  # no timeout
+                if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return EMPTY
-                    self._cond.wait(remaining)
+                self._taker_asleep = True
+            if self._wakeup.acquire(True, remaining):
+                continue
+            with self._lock:  # timed out: unless a wake-up is on its way, stop sleeping
+                if self._taker_asleep:
+                    self._taker_asleep = False
+                    continue
+            self._wakeup.acquire()  # the one a producer released just now
+
+    def _wake_taker(self) -> None:
+        """Wake the worker if it sleeps in ``take`` (called with the lock held)."""
+        if self._taker_asleep:
+            self._taker_asleep = False
+            self._wakeup.release()
 
     def _all_ended(self) -> bool:
         if not self._edges:
@@ -369,12 +414,12 @@ class Inbox:
         item.done()
         return True
 
-    def _pop(self, edge_id: int) -> Any:
-        edge = self._edges[edge_id]
+    def _pop(self, edge: _Edge) -> Any:
         _, entry = edge.entries.popleft()
         if edge.credit is not None:
             edge.credit(1)
-        self._cond.notify_all()  # a blocked producer may go on
+        if self._putters:
+            self._cond.notify_all()  # a blocked producer may go on
         return entry
 
     def _next_item(self) -> WorkItem | None:
@@ -383,6 +428,11 @@ class Inbox:
             return self._next_merged()
         if join == "latest":
             return self._next_latest()
+        if len(self._order) == 1:  # one input: its oldest entry
+            edge_id = self._order[0]
+            if not self._edges[edge_id].entries:
+                return None
+            return self._item(self._pop(self._edges[edge_id]), edge_id)
         best, best_seq = -1, 0
         for edge_id in self._order:
             entries = self._edges[edge_id].entries
@@ -390,17 +440,17 @@ class Inbox:
                 best, best_seq = edge_id, entries[0][0]
         if best < 0:
             return None
-        return self._item(self._pop(best), best)
+        return self._item(self._pop(self._edges[best]), best)
 
     def _next_latest(self) -> WorkItem | None:
         primary = self._order[0]
         if not self.ordered:
             if not self._edges[primary].entries:
                 return None
-            entry = self._pop(primary)
+            entry = self._pop(self._edges[primary])
         else:
             while self._edges[primary].entries:  # free the edge's credit while waiting
-                self._held.append(self._pop(primary))
+                self._held.append(self._pop(self._edges[primary]))
             if not self._held:
                 return None
             head = self._held[0]
@@ -418,8 +468,8 @@ class Inbox:
         return item
 
     def _item(self, entry: Any, edge_id: int) -> WorkItem:
-        now = time.monotonic()
-        if isinstance(entry, list):
+        now = monotonic()
+        if type(entry) is list:
             frames = [t.frame for t in entry]
             return WorkItem(frames, frames[-1], list(entry), now - entry[-1].arrived, edge_id)
         return WorkItem(entry.frame, entry.frame, [entry], now - entry.arrived, edge_id)
@@ -428,7 +478,7 @@ class Inbox:
         for edge_id in self._order:
             edge = self._edges[edge_id]
             while edge.entries:
-                ticket = self._pop(edge_id)
+                ticket = self._pop(edge)
                 if isinstance(ticket, list):  # windows do not merge: take the newest frame
                     for extra in ticket[:-1]:
                         extra.unref()

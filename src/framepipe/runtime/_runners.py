@@ -427,6 +427,7 @@ class NodeRunner:
         self._call: Callable[[Any], Any] = (
             self.obj.process if node.kind != "sink" else self.obj.write
         )
+        self._is_sink = node.kind == "sink"
         self._rate = inbox._rate
         self._max_age = node.options.max_age
         self._selective = self._rate is not None or self._max_age is not None
@@ -550,6 +551,9 @@ class NodeRunner:
 
     def handle(self, items: list[WorkItem]) -> None:
         """Process a batch (usually of one) and forward the results."""
+        if len(items) == 1:
+            self._handle_one(items[0])
+            return
         now = self.clock.time()
         began = time.perf_counter()
         try:
@@ -585,6 +589,27 @@ class NodeRunner:
         finally:
             for item in items:
                 item.done()
+
+    def _handle_one(self, item: WorkItem) -> None:
+        """``handle`` for one work item: the per-frame path of threads and workers."""
+        now = self._now()
+        began = perf_counter()
+        try:
+            value = self._call(item.frame if self._is_sink else item.payload)
+        except Exception as exc:
+            item.done()
+            self._failed(exc, 1)
+            return
+        except BaseException:
+            item.done()
+            raise
+        done = perf_counter()
+        self.recorder.record(done - began, now - item.frame.timestamp, item.wait, 1, done)
+        try:
+            if value is not None and not self.failed:
+                self.forward(item.frame, value)
+        finally:
+            item.done()
 
     def accept(self, frame: Frame, now: float = 0.0, began: float = 0.0) -> None:
         """Inline fast path: process one frame now, in the producer's call.
@@ -767,7 +792,11 @@ class NodeRunner:
             ok = self.setup()
             if on_set_up is not None:
                 on_set_up()
-            if ok:
+            if ok and self.batch == 1:
+                take = self.inbox.take
+                while not self.failed and (item := take()) is not None:
+                    self._handle_one(item)
+            elif ok:
                 while not self.failed:
                     items = self.take()
                     if items is None:
