@@ -50,9 +50,12 @@ class Ticket:
     ``refs`` changes only under ``lock`` (the inbox's lock, which is re-entrant):
     the inbox adds references while it holds it, workers drop theirs from
     their own threads.
+
+    A frame taken on its own (one input, no window or join) is its own work
+    item: ``payload``, ``frame``, ``wait`` and ``done()``, like a ``WorkItem``.
     """
 
-    __slots__ = ("arrived", "frame", "lock", "refs", "release")
+    __slots__ = ("arrived", "frame", "lock", "refs", "release", "wait")
 
     def __init__(
         self, frame: Frame, release: Callable[[], None] | None, lock: AbstractContextManager[Any]
@@ -62,6 +65,11 @@ class Ticket:
         self.lock = lock
         self.refs = 1
         self.arrived = monotonic()
+        self.wait = 0.0
+
+    @property
+    def payload(self) -> Frame:
+        return self.frame
 
     def unref(self) -> None:
         if self.release is None:  # nothing to give back (frames of this process): no lock
@@ -72,6 +80,8 @@ class Ticket:
                 return
             release, self.release = self.release, None
         release()
+
+    done = unref
 
 
 @dataclass(slots=True)
@@ -88,6 +98,10 @@ class WorkItem:
         for ticket in self.tickets:
             ticket.unref()
         self.tickets = []
+
+
+#: What a worker takes from its inbox.
+Work = WorkItem | Ticket
 
 
 @dataclass(slots=True)
@@ -353,7 +367,7 @@ class Inbox:
 
     # -- the worker --------------------------------------------------------------
 
-    def take(self, timeout: float | None = None) -> WorkItem | None:
+    def take(self, timeout: float | None = None) -> Work | None:
         """The next work item; ``None`` once every input has ended (or on close).
 
         ``timeout=0`` never blocks and returns ``EMPTY`` when nothing is ready.
@@ -365,12 +379,11 @@ class Inbox:
                     return None
                 only = self._only
                 if only is not None and only.entries:  # the common case, without a scan
-                    ticket = self._pop(only)
-                    frame = ticket.frame
-                    first = WorkItem(frame, frame, [ticket], monotonic() - ticket.arrived)
-                    if self.options.max_age is not None and self._too_old(first):
+                    ticket: Ticket = self._pop(only)
+                    ticket.wait = monotonic() - ticket.arrived
+                    if self.options.max_age is not None and self._too_old(ticket):
                         continue
-                    return first
+                    return ticket
                 item = self._next_item()
                 if item is not None:
                     if self.options.max_age is not None and self._too_old(item):
@@ -406,7 +419,7 @@ class Inbox:
             return primary.ended and not primary.entries and not self._held
         return all(e.ended and not e.entries for e in self._edges.values()) and not self._pending
 
-    def _too_old(self, item: WorkItem) -> bool:
+    def _too_old(self, item: Work) -> bool:
         max_age = self.options.max_age
         if max_age is None or self.clock.time() - item.frame.timestamp <= max_age:
             return False

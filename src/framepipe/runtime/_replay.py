@@ -45,7 +45,7 @@ from .._policy import Queue
 from ..stats import StatsRecorder
 from ._executor import LocalExecutor
 from ._host import Host, HostSpec
-from ._inbox import WorkItem
+from ._inbox import Work
 from ._messages import Report
 from ._outlets import LocalOutlet
 from ._runners import NodeRunner
@@ -397,7 +397,7 @@ class ReplayHost(Host):
                 progressed = True
                 self._work(name, runner, items)
 
-    def _work(self, name: str, runner: NodeRunner, items: list[WorkItem]) -> None:
+    def _work(self, name: str, runner: NodeRunner, items: list[Work]) -> None:
         now = self.clock.now
         try:
             cost = sum(_seconds(name, self.costs[name](item.payload)) for item in items)

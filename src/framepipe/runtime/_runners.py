@@ -39,7 +39,7 @@ from ..sources._base import Source, SourceContext
 from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
 from ._clock import SYSTEM_CLOCK, Clock
-from ._inbox import EMPTY, Inbox, WorkItem
+from ._inbox import EMPTY, Inbox, Work
 from ._outlets import handoffs
 from ._remote import EdgeError
 
@@ -427,7 +427,8 @@ class NodeRunner:
         self._call: Callable[[Any], Any] = (
             self.obj.process if node.kind != "sink" else self.obj.write
         )
-        self._is_sink = node.kind == "sink"
+        # Sinks, and stages without a window, are called with the frame (the payload).
+        self._takes_frames = node.kind == "sink" or node.options.window is None
         self._rate = inbox._rate
         self._max_age = node.options.max_age
         self._selective = self._rate is not None or self._max_age is not None
@@ -525,7 +526,7 @@ class NodeRunner:
 
     # -- work --------------------------------------------------------------------
 
-    def take(self, block: bool = True) -> list[WorkItem] | Any | None:
+    def take(self, block: bool = True) -> list[Work] | Any | None:
         """The next batch of work items; None at the end; EMPTY if not blocking and idle."""
         first = self.inbox.take(None if block else 0)
         if first is None or first is EMPTY:
@@ -540,7 +541,7 @@ class NodeRunner:
                 items.append(more)
         return items
 
-    def poll(self) -> list[WorkItem] | None:
+    def poll(self) -> list[Work] | None:
         """One-thread schedulers: the batch waiting now, else None. At the end of its
         inputs the runner finishes (``ended``)."""
         items = self.take(block=False)
@@ -549,7 +550,7 @@ class NodeRunner:
             return None
         return None if items is EMPTY else items
 
-    def handle(self, items: list[WorkItem]) -> None:
+    def handle(self, items: list[Work]) -> None:
         """Process a batch (usually of one) and forward the results."""
         if len(items) == 1:
             self._handle_one(items[0])
@@ -590,12 +591,12 @@ class NodeRunner:
             for item in items:
                 item.done()
 
-    def _handle_one(self, item: WorkItem) -> None:
+    def _handle_one(self, item: Work) -> None:
         """``handle`` for one work item: the per-frame path of threads and workers."""
         now = self._now()
         began = perf_counter()
         try:
-            value = self._call(item.frame if self._is_sink else item.payload)
+            value = self._call(item.frame if self._takes_frames else item.payload)
         except Exception as exc:
             item.done()
             self._failed(exc, 1)
