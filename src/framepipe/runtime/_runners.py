@@ -255,11 +255,7 @@ class SourceRunner:
             for outlet in self.outlets:
                 outlet.deliver(frame)
         done = perf_counter()
-        recorder = self.recorder  # ``record_one``, inlined: the per-frame path
-        recorder.processed += 1
-        recorder.sample((done, done - began, 0.0))
-        if recorder.processed >= recorder.fold_at:
-            recorder.fold()
+        self.recorder.record_one(done, done - began, 0.0)  # a replay's recorder has its own
         if self._awaiting_frames:
             self._report_state("running")
 
