@@ -1,0 +1,157 @@
+"""Waits wake on their event: a release, a stop, a worker's report or death; none polls."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framepipe.runtime._remote import Waker
+from framepipe.transport import _shm
+from framepipe.transport._seam import Stopping
+from framepipe.transport._shm import SharedFrames, unlink
+
+SHAPE = (64, 64, 3)
+#: A thread asleep on an event uses next to no CPU; one re-checking every few ms uses more.
+IDLE_CPU_S = 0.005
+
+
+class Owner:
+    """A producer's shared memory with one segment of 4 slots and no room for more."""
+
+    def __init__(self, socket_dir: Path) -> None:
+        self.segments: list[str] = []
+        self.stop = threading.Event()
+        self.stopped = Waker()
+        self.frames = SharedFrames(
+            f"fp_waits_{os.getpid()}_{id(self)}",
+            on_segment=self.segments.append,
+            stop=self.stop,
+            max_bytes=1,  # the first segment only
+            stopped=self.stopped,
+            socket_dir=str(socket_dir),
+        )
+
+    def fill(self) -> list[_shm.Handle]:
+        """Every slot held: the next ``allocate`` waits."""
+        handles = []
+        while not self.segments or len(handles) < 4:
+            handles.append(self.frames.allocate(SHAPE)[1])
+        assert len(self.segments) == 1
+        return handles
+
+    def allocate_timed(self) -> tuple[float, float]:
+        """Allocate (waiting for a release): when it returned, and this thread's CPU time."""
+        cpu = time.thread_time()
+        self.frames.allocate(SHAPE)
+        return time.monotonic(), time.thread_time() - cpu
+
+    def close(self) -> None:
+        self.frames.close()
+        self.stopped.close()
+        for name in self.segments:
+            unlink(name)
+
+
+@pytest.fixture
+def owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Owner]:
+    # Only a release may end the wait: the backstop re-check would come far too late.
+    monkeypatch.setattr(_shm, "RECHECK", 60.0)
+    made = Owner(tmp_path)
+    yield made
+    made.close()
+
+
+def test_a_release_in_this_process_wakes_a_producer_waiting_for_a_slot(owner: Owner) -> None:
+    handles = owner.fill()
+    released: list[float] = []
+
+    def consumer() -> None:
+        time.sleep(1.0)  # the producer waits meanwhile
+        released.append(time.monotonic())
+        owner.frames.release_owner(handles[2])
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    returned, cpu = owner.allocate_timed()
+    thread.join()
+    assert returned - released[0] < 1.0
+    assert cpu < IDLE_CPU_S, f"the waiting producer used {cpu * 1000:.1f} ms of CPU"
+
+
+def _hold_then_release(handles: list[_shm.Handle], column: int, queue: Any, done: Any) -> None:
+    frames = SharedFrames("fp_waits_child")
+    for handle in handles:
+        frames.view(handle)
+    queue.put("holding")
+    time.sleep(1.0)  # the producer waits meanwhile
+    queue.put(time.monotonic())
+    frames.release(handles[1], column)
+    done.wait(30)  # hold the mapping until the producer has its slot
+    frames.close()
+
+
+def test_a_release_in_another_process_wakes_a_producer_waiting_for_a_slot(owner: Owner) -> None:
+    column = 1
+    handles = owner.fill()
+    for handle in handles:
+        owner.frames.lease(handle, column)
+        owner.frames.release_owner(handle)
+    ctx = mp.get_context("spawn")
+    queue, done = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=_hold_then_release, args=(handles, column, queue, done))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == "holding"
+        returned, cpu = owner.allocate_timed()
+        released = queue.get(timeout=5)
+        done.set()
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert returned - released < 1.0
+    assert cpu < IDLE_CPU_S, f"the waiting producer used {cpu * 1000:.1f} ms of CPU"
+
+
+def test_a_stop_wakes_a_producer_waiting_for_a_slot_at_once(owner: Owner) -> None:
+    owner.fill()
+    stopped_at: list[float] = []
+
+    def stop() -> None:
+        time.sleep(0.5)
+        stopped_at.append(time.monotonic())
+        owner.stop.set()
+        owner.stopped.set()
+
+    thread = threading.Thread(target=stop)
+    thread.start()
+    with pytest.raises(Stopping):
+        owner.frames.allocate(SHAPE)
+    returned = time.monotonic()
+    thread.join()
+    assert returned - stopped_at[0] < 1.0
+
+
+def test_every_waiting_producer_wakes_on_releases(owner: Owner) -> None:
+    handles = owner.fill()
+    got: list[_shm.Handle] = []
+
+    def producer() -> None:
+        got.append(owner.frames.allocate(SHAPE)[1])
+
+    threads = [threading.Thread(target=producer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # both wait
+    owner.frames.release_owner(handles[0])
+    owner.frames.release_owner(handles[3])
+    for thread in threads:
+        thread.join(5.0)
+    assert sorted(h.slot for h in got) == [handles[0].slot, handles[3].slot]
