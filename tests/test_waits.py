@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import framepipe as fp
 from framepipe.runtime._remote import Waker
 from framepipe.transport import _shm
 from framepipe.transport._seam import Stopping
@@ -155,3 +156,83 @@ def test_every_waiting_producer_wakes_on_releases(owner: Owner) -> None:
     for thread in threads:
         thread.join(5.0)
     assert sorted(h.slot for h in got) == [handles[0].slot, handles[3].slot]
+
+
+# -- worker start-up -----------------------------------------------------------------------
+
+
+class SlowSetup(fp.Stage):
+    """Says it is setting up (a marker file), then takes ``seconds`` to do it."""
+
+    def __init__(self, marker: str, seconds: float) -> None:
+        self.marker, self.seconds = marker, seconds
+
+    def setup(self) -> None:
+        Path(self.marker).touch()
+        time.sleep(self.seconds)
+
+    def process(self, frame: fp.Frame) -> int:
+        return frame.index
+
+
+class DiesInSetup(fp.Stage):
+    def setup(self) -> None:
+        os._exit(3)
+
+    def process(self, frame: fp.Frame) -> int:
+        return frame.index
+
+
+class FailsInSetup(fp.Stage):
+    def setup(self) -> None:
+        raise RuntimeError("no model here")
+
+    def process(self, frame: fp.Frame) -> int:
+        return frame.index
+
+
+def small() -> fp.sources.Synthetic:
+    return fp.sources.Synthetic(width=64, height=48, fps=30, frames=10)
+
+
+def test_a_stop_during_worker_start_up_returns_at_once(tmp_path: Path) -> None:
+    marker = tmp_path / "setting-up"
+    pipe = fp.Pipeline("slow-start")
+    pipe.stage("slow", SlowSetup(str(marker), 60.0), after=pipe.source("cam", small()))
+    started: list[float] = []
+
+    def start() -> None:
+        pipe.start(executor="processes")
+        started.append(time.monotonic())
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:  # the worker is setting up
+        time.sleep(0.05)
+    assert marker.exists(), "the worker never started setting up"
+    stopping = time.monotonic()
+    pipe.stop(timeout=1.0)  # the worker is still in setup(): it is killed after 1 s
+    thread.join(30)
+    assert started, "start() did not return after the stop"
+    assert started[0] - stopping < 1.0
+
+
+def test_a_worker_dying_during_start_up_is_reported_at_once() -> None:
+    pipe = fp.Pipeline("dies-starting")
+    pipe.stage("dies", DiesInSetup(), after=pipe.source("cam", small()))
+    began = time.monotonic()
+    with pytest.raises(fp.WorkerError, match=r"'dies'.*exited with code 3"):
+        pipe.run(executor="processes")
+    assert time.monotonic() - began < 30  # far from START_TIMEOUT
+
+
+def test_a_failed_setup_in_the_callers_process_ends_a_processes_run(tmp_path: Path) -> None:
+    pipe = fp.Pipeline("fails-here")
+    cam = pipe.source("cam", small())
+    pipe.stage("here", FailsInSetup(), after=cam, executor="threads")
+    pipe.stage("there", SlowSetup(str(tmp_path / "set-up"), 0.0), after=cam)
+    began = time.monotonic()
+    with pytest.raises(fp.StageError, match="no model here"):
+        pipe.run(executor="processes")
+    assert time.monotonic() - began < 30

@@ -57,6 +57,8 @@ class Waker:
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
         self.is_set = False
+        # A set() racing with close() must not write to a number reused by another file.
+        self._closing = threading.Lock()
 
     def clear(self) -> None:
         # Read first: a set() racing with this sees is_set still True and writes
@@ -68,14 +70,16 @@ class Waker:
     def set(self) -> None:
         if not self.is_set:
             self.is_set = True
-            with contextlib.suppress(OSError):  # full or closed: readable already, or gone
-                os.write(self._write, b"x")
+            with self._closing, contextlib.suppress(OSError):  # full: readable already
+                if self._write >= 0:
+                    os.write(self._write, b"x")
 
     def fileno(self) -> int:
         return self._read
 
     def close(self) -> None:
-        fds, self._read, self._write = (self._read, self._write), -1, -1
+        with self._closing:
+            fds, self._read, self._write = (self._read, self._write), -1, -1
         for fd in fds:
             if fd >= 0:  # never twice: the number may belong to another file by then
                 with contextlib.suppress(OSError):
