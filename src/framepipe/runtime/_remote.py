@@ -138,7 +138,7 @@ class RemoteOutlet:
         policy: Queue,
         shared: SharedFrames,
         stop: threading.Event,
-        wake: Waker | None = None,
+        wake: Waker,
     ) -> None:
         self.edge_id, self.upstream, self.downstream = edge_id, upstream, downstream
         self.column = column
@@ -170,8 +170,7 @@ class RemoteOutlet:
         # One poller for the edge's life: Connection.poll() builds a selector per call.
         self._poller = select.poll()
         self._poller.register(self.conn.fileno(), select.POLLIN)
-        if self.wake is not None:
-            self._poller.register(self.wake.fileno(), select.POLLIN)
+        self._poller.register(self.wake.fileno(), select.POLLIN)
 
     def _take_credits(self, timeout_ms: int | None) -> None:
         """Read the credits that came back; wait up to ``timeout_ms`` (None: until a
@@ -190,7 +189,7 @@ class RemoteOutlet:
         while self.lossless and self.in_flight >= self.window:
             if self.stop.is_set():
                 return False
-            self._take_credits(None if self.wake is not None else 50)
+            self._take_credits(None)
         return self.in_flight < self.window
 
     def deliver(self, frame: Frame) -> None:

@@ -62,7 +62,8 @@ _HEADER = 128
 _WAITING = 0
 _PATH_LENGTH = 1
 _PATH = 2
-#: A producer waiting for a slot looks again this often even unwoken (a lost notice).
+#: A producer waiting for a slot looks again this often even unwoken: a backstop for a
+#: notice lost (a release whose flag store and this byte's load crossed in the CPU).
 RECHECK = 1.0
 
 log = logging.getLogger("framepipe")
