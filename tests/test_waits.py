@@ -17,6 +17,7 @@ from framepipe.runtime._remote import Waker
 from framepipe.transport import _shm
 from framepipe.transport._seam import Stopping
 from framepipe.transport._shm import SharedFrames, unlink
+from stages_for_tests import Sleepy
 
 SHAPE = (64, 64, 3)
 #: A thread asleep on an event uses next to no CPU; one re-checking every few ms uses more.
@@ -119,6 +120,47 @@ def test_a_release_in_another_process_wakes_a_producer_waiting_for_a_slot(owner:
             child.kill()
     assert returned - released < 1.0
     assert cpu < IDLE_CPU_S, f"the waiting producer used {cpu * 1000:.1f} ms of CPU"
+
+
+class HereSynthetic(fp.sources.Synthetic):
+    """A source that runs in the caller's process, so the test sees its shared memory."""
+
+    in_caller_process = True
+
+
+class CountedWaits(SharedFrames):
+    """Shared memory of the caller's host with room for 4 frames; counts the waits for a slot."""
+
+    waits = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "max_bytes": 1})
+
+    def _begin_waiting(self) -> None:
+        CountedWaits.waits += 1
+        super()._begin_waiting()
+
+
+def test_a_processes_run_whose_source_waits_for_slots_is_woken_by_releases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framepipe.runtime import _host
+
+    monkeypatch.setattr(_shm, "RECHECK", 60.0)  # a release not announced stalls the run
+    monkeypatch.setattr(_host, "SharedFrames", CountedWaits)
+    monkeypatch.setattr(CountedWaits, "waits", 0)
+    out = tmp_path / "out.jsonl"
+    pipe = fp.Pipeline("few-slots")
+    cam = pipe.source("cam", HereSynthetic(width=64, height=48, fps=30, frames=40))
+    slow = pipe.stage("slow", Sleepy(0.02), after=cam)  # in a worker: 8 frames in flight
+    pipe.sink("out", fp.sinks.JsonLines(out), after=slow)  # releases from that worker
+    run = pipe.start(mode="offline", executor="processes")
+    if not run.wait(30):
+        run.stop(5.0)
+        pytest.fail("the source was not woken by the releases of another process")
+    run.raise_error()
+    assert len(out.read_text().splitlines()) == 40
+    assert CountedWaits.waits > 0, "the source never had to wait: the test proves nothing"
 
 
 def test_a_stop_wakes_a_producer_waiting_for_a_slot_at_once(owner: Owner) -> None:
