@@ -247,9 +247,10 @@ class ProcessExecutor(SupervisedExecutor):
             while True:
                 main = self.main_host
                 if main is not None and main.ended.is_set:
-                    # Re-armed before looking: its threads ended before its sources
-                    # went (a failed setup), or sources it started since end later.
-                    # Going and stopping set _rescan.
+                    # Re-armed before main_done() is read, so whatever ends next sets
+                    # it again: its threads may have ended before its sources went (a
+                    # failed setup: the stop, or the go, sets _rescan), and sources
+                    # started since end later.
                     main.ended.clear()
                 with self._lock:
                     workers = [
@@ -266,7 +267,7 @@ class ProcessExecutor(SupervisedExecutor):
                 waitables.append(self._rescan)
                 for ready in wait(waitables):
                     if ready is self._rescan:
-                        self._rescan.clear()  # a worker was added: wait on it too
+                        self._rescan.clear()  # a worker added, a go, a stop: look again
                         continue
                     worker = next(
                         (w for w in workers if ready in (w.conn, w.process.sentinel)), None
