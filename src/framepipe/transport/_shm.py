@@ -3,19 +3,19 @@
 A worker that produces frames for other processes owns *segments*
 (``multiprocessing.shared_memory``), each a row of equally sized *slots*.
 Every segment starts with a small header, then a table of release flags, one
-byte per slot and *column*: a producer sets ``flags[slot, column]`` before it sends a frame on
-the edge that owns the column; the consumer clears it when it is done with the
-frame (processed, dropped or forwarded, in which case the next edge's flag is
-set first). Column 0 is the owner's own hold while it writes. A slot is free
-again once its whole row is zero: each byte has a single writer at a time, so
-no lock is needed across processes.
+byte per slot and *column*: a producer sets ``flags[slot, column]`` before it
+sends a frame on the edge that owns the column; the consumer clears it when it
+is done with the frame (processed, dropped or forwarded, in which case the
+next edge's flag is set first). Column 0 is the owner's own hold while it
+writes. A slot is free again once its whole row is zero: each byte has a single
+writer at a time, so no lock is needed across processes.
 
 A producer that finds every slot held and its memory budget spent waits for a
 release, not for a timer: it raises the *waiting* byte of its segments' headers
 and sleeps. Whoever clears a flag while that byte is up tells the owner: in
 its own process through a condition, from another process with a datagram to
-the owner's notice socket, whose path the header holds. A release costs one
-byte read more than it did, and a syscall only while the owner waits.
+the owner's notice socket, whose path the header holds. A release reads one
+byte more, and makes a syscall only while the owner waits.
 
 Columns belong to the transport, not to the graph: ``FlagColumns`` gives each
 cross-process edge one when the run is planned (as many as there are edges: no
