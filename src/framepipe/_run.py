@@ -169,8 +169,9 @@ class Run:
         SIGTERM it stops cleanly and ``SystemExit(143)`` is raised.
         """
         try:
-            while not self.wait(0.2):
-                pass
+            # Blocks on the executor's end; a signal's handler still runs (and raises)
+            # in this thread while it waits: Python's lock waits are interruptible.
+            self.wait()
         except (KeyboardInterrupt, _Terminated) as exc:
             self.interrupted = True
             how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"

@@ -127,11 +127,17 @@ class Host:
         self.inline = spec.scheduler == "inline"
         self.stop_event = stop
         self.report = report
+        # Readable once the host stops / once its threads have all ended: for waits
+        # on sockets (a producer waiting for credit or a slot, the run's supervisor).
+        self.stopped = Waker()
+        self.ended = Waker()
         self.shared = SharedFrames(
             spec.segment_prefix,
             on_segment=lambda name: report(Segment(name)),
             stop=stop,
             columns=max(spec.columns.values(), default=0) + 1,
+            stopped=self.stopped,
+            socket_dir=spec.socket_dir or None,
         )
         self.recorders: dict[str, StatsRecorder] = {}
         self.inboxes: dict[str, Inbox] = {}
@@ -150,10 +156,6 @@ class Host:
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)  # notified as each thread ends
         self._alive = 0
-        # Readable once the host stops / once its threads have all ended: for waits
-        # on sockets (a producer waiting for credit, the run's supervisor).
-        self.stopped = Waker()
-        self.ended = Waker()
         self._pending_sources: list[SourceRunner] = []  # inline: added while running
         # inline: nodes fed through their inbox, drained after every source frame
         # (the others are called directly by their producer).

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -108,7 +109,11 @@ class ProcessExecutor(SupervisedExecutor):
         self._cleaned = False
         self._ctx = start_context()
         self._main_ready = threading.Event()
-        self._rescan = Waker()  # set when a worker is added: the supervisor waits on it too
+        # Notified when a worker reports listening or ready, dies, or the run stops.
+        self._progress = threading.Condition()
+        # Set when a worker is added, the caller's host goes or the run stops: the
+        # supervisor looks again at what it waits on.
+        self._rescan = Waker()
         self._host_index = 0
         # Every edge may carry frames held in shared memory: each gets a flag column.
         self.columns = _shm.FlagColumns(e.id for e in plan.edges)
@@ -155,7 +160,7 @@ class ProcessExecutor(SupervisedExecutor):
                 address = self.main_host.listen()
                 if address is not None:
                     self.addresses[MAIN] = address
-            self._await("listening", lambda w: w.listening)
+            self._await("listening", lambda w: w.listening.is_set())
             for worker in self.workers.values():
                 if worker.address is not None:
                     self.addresses[worker.host_id] = worker.address
@@ -166,15 +171,16 @@ class ProcessExecutor(SupervisedExecutor):
             if self.main_host is not None:
                 self.main_host.connect(self.addresses)
                 self.main_host.start_nodes()
-            self._await("ready", lambda w: w.ready)
+            self._await("ready", lambda w: w.ready.is_set())
             if self.main_host is not None:
-                self._main_ready.wait(START_TIMEOUT)
+                self._until(self._main_ready.is_set, START_TIMEOUT)
             if self.stop_event.is_set():
                 return
             for worker in self.workers.values():
                 worker.send(Go())
             if self.main_host is not None:
                 self.main_host.go()
+                self._rescan.set()  # the supervisor now waits for its end
         except BaseException:
             self.request_stop()
             raise
@@ -201,20 +207,27 @@ class ProcessExecutor(SupervisedExecutor):
         self._rescan.set()
         return worker
 
-    def _await(self, what: str, event_of: Any) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        for worker in list(self.workers.values()):
-            while not event_of(worker).wait(0.1):
-                if self.stop_event.is_set() or worker.dead:
-                    return
-                if time.monotonic() > deadline:
-                    self.on_fatal(
-                        worker.host_id,
-                        WorkerError(
-                            worker.host_id, f"worker did not report {what} within {START_TIMEOUT}s"
-                        ),
-                    )
-                    return
+    def _await(self, what: str, reported: Callable[[_Worker], bool]) -> None:
+        """Wait until every worker has ``reported`` (or died), or the run stops; a worker
+        silent for ``START_TIMEOUT`` seconds is fatal."""
+        workers = list(self.workers.values())
+        if self._until(lambda: all(reported(w) for w in workers), START_TIMEOUT):
+            return
+        late = next(w for w in workers if not reported(w))
+        self.on_fatal(
+            late.host_id,
+            WorkerError(late.host_id, f"worker did not report {what} within {START_TIMEOUT}s"),
+        )
+
+    def _until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait up to ``timeout`` for ``condition`` (checked at each report, death and the
+        stop); True if it holds or the run stopped."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.stop_event.is_set() or condition(), timeout)
+
+    def _progressed(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
 
     def _main_report(self, message: Report) -> None:
         match message:
@@ -223,6 +236,7 @@ class ProcessExecutor(SupervisedExecutor):
                     self.main_segments.append(name)
             case Ready():
                 self._main_ready.set()
+                self._progressed()
             case _:
                 self.report(message)
 
@@ -231,27 +245,29 @@ class ProcessExecutor(SupervisedExecutor):
     def _supervise(self) -> None:
         try:
             while True:
+                main = self.main_host
+                if main is not None and main.ended.is_set:
+                    # Re-armed before main_done() is read, so whatever ends next sets
+                    # it again: its threads may have ended before its sources went (a
+                    # failed setup: the stop, or the go, sets _rescan), and sources
+                    # started since end later.
+                    main.ended.clear()
                 with self._lock:
                     workers = [
                         w for w in self.workers.values() if not w.dead and not w.done.is_set()
                     ]
-                main = self.main_host
                 main_done = self.main_done()
                 if not workers and main_done and (self.workers or main):
                     break
                 waitables: list[Any] = [w.conn for w in workers] + [
                     w.process.sentinel for w in workers
                 ]
-                timeout = None
                 if main is not None and not main_done:
-                    # Its threads all ending wakes this wait; ended before the sources
-                    # started (a failed setup), the stop that follows is checked soon.
-                    waitables.append(main.ended)
-                    timeout = 0.2 if main.ended.is_set else None
+                    waitables.append(main.ended)  # its threads all ending wakes this wait
                 waitables.append(self._rescan)
-                for ready in wait(waitables, timeout=timeout):
+                for ready in wait(waitables):
                     if ready is self._rescan:
-                        self._rescan.clear()  # a worker was added: wait on it too
+                        self._rescan.clear()  # a worker added, a go, a stop: look again
                         continue
                     worker = next(
                         (w for w in workers if ready in (w.conn, w.process.sentinel)), None
@@ -285,8 +301,10 @@ class ProcessExecutor(SupervisedExecutor):
             case Listening(address):
                 worker.address = address
                 worker.listening.set()
+                self._progressed()
             case Ready():
                 worker.ready.set()
+                self._progressed()
             case Stats(stats):
                 worker.stats = stats
             case Done(stats, final_states):
@@ -303,6 +321,7 @@ class ProcessExecutor(SupervisedExecutor):
         worker.dead = True
         worker.listening.set()
         worker.ready.set()
+        self._progressed()
         code = worker.process.exitcode
         how = (
             f"was killed by signal {-code}"
@@ -363,6 +382,8 @@ class ProcessExecutor(SupervisedExecutor):
 
     def request_stop(self) -> None:
         super().request_stop()
+        self._progressed()
+        self._rescan.set()
         for worker in list(self.workers.values()):
             worker.send(Stop())
         if self.main_host is not None:
@@ -409,9 +430,9 @@ class ProcessExecutor(SupervisedExecutor):
         # Consumers learn the new edges from each connection's hello.
         self._host_index += 1
         worker = self._spawn_worker(node.name, [node.name], self._host_index)
-        worker.listening.wait(START_TIMEOUT)
+        self._until(worker.listening.is_set, START_TIMEOUT)
         worker.send(Connect(self.addresses))
-        worker.ready.wait(START_TIMEOUT)
+        self._until(worker.ready.is_set, START_TIMEOUT)
         worker.send(Go())
 
     def remove_source(self, name: str) -> None:

@@ -57,6 +57,8 @@ class Waker:
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
         self.is_set = False
+        # A set() racing with close() must not write to a number reused by another file.
+        self._closing = threading.Lock()
 
     def clear(self) -> None:
         # Read first: a set() racing with this sees is_set still True and writes
@@ -68,14 +70,16 @@ class Waker:
     def set(self) -> None:
         if not self.is_set:
             self.is_set = True
-            with contextlib.suppress(OSError):  # full or closed: readable already, or gone
-                os.write(self._write, b"x")
+            with self._closing, contextlib.suppress(OSError):  # full: readable already
+                if self._write >= 0:
+                    os.write(self._write, b"x")
 
     def fileno(self) -> int:
         return self._read
 
     def close(self) -> None:
-        fds, self._read, self._write = (self._read, self._write), -1, -1
+        with self._closing:
+            fds, self._read, self._write = (self._read, self._write), -1, -1
         for fd in fds:
             if fd >= 0:  # never twice: the number may belong to another file by then
                 with contextlib.suppress(OSError):
@@ -134,7 +138,7 @@ class RemoteOutlet:
         policy: Queue,
         shared: SharedFrames,
         stop: threading.Event,
-        wake: Waker | None = None,
+        wake: Waker,
     ) -> None:
         self.edge_id, self.upstream, self.downstream = edge_id, upstream, downstream
         self.column = column
@@ -166,8 +170,7 @@ class RemoteOutlet:
         # One poller for the edge's life: Connection.poll() builds a selector per call.
         self._poller = select.poll()
         self._poller.register(self.conn.fileno(), select.POLLIN)
-        if self.wake is not None:
-            self._poller.register(self.wake.fileno(), select.POLLIN)
+        self._poller.register(self.wake.fileno(), select.POLLIN)
 
     def _take_credits(self, timeout_ms: int | None) -> None:
         """Read the credits that came back; wait up to ``timeout_ms`` (None: until a
@@ -186,7 +189,7 @@ class RemoteOutlet:
         while self.lossless and self.in_flight >= self.window:
             if self.stop.is_set():
                 return False
-            self._take_credits(None if self.wake is not None else 50)
+            self._take_credits(None)
         return self.in_flight < self.window
 
     def deliver(self, frame: Frame) -> None:

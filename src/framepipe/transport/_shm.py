@@ -2,13 +2,20 @@
 
 A worker that produces frames for other processes owns *segments*
 (``multiprocessing.shared_memory``), each a row of equally sized *slots*.
-Every segment starts with a table of release flags, one byte per slot and
-*column*: a producer sets ``flags[slot, column]`` before it sends a frame on
-the edge that owns the column; the consumer clears it when it is done with the
-frame (processed, dropped or forwarded, in which case the next edge's flag is
-set first). Column 0 is the owner's own hold while it writes. A slot is free
-again once its whole row is zero: each byte has a single writer at a time, so
-no lock is needed across processes.
+Every segment starts with a small header, then a table of release flags, one
+byte per slot and *column*: a producer sets ``flags[slot, column]`` before it
+sends a frame on the edge that owns the column; the consumer clears it when it
+is done with the frame (processed, dropped or forwarded, in which case the
+next edge's flag is set first). Column 0 is the owner's own hold while it
+writes. A slot is free again once its whole row is zero: each byte has a single
+writer at a time, so no lock is needed across processes.
+
+A producer that finds every slot held and its memory budget spent waits for a
+release, not for a timer: it raises the *waiting* byte of its segments' headers
+and sleeps. Whoever clears a flag while that byte is up tells the owner: in
+its own process through a condition, from another process with a datagram to
+the owner's notice socket, whose path the header holds. A release reads one
+byte more, and makes a syscall only while the owner waits.
 
 Columns belong to the transport, not to the graph: ``FlagColumns`` gives each
 cross-process edge one when the run is planned (as many as there are edges: no
@@ -26,13 +33,16 @@ not).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import mmap
 import os
+import select
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from multiprocessing import resource_tracker, shared_memory
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -47,6 +57,22 @@ OWNER = 0
 DEFAULT_COLUMNS = 8
 _PAGE = 4096
 _HEADER_ALIGN = 64
+#: Header bytes before the flag table: [waiting, length of the notice path, notice path].
+_HEADER = 128
+_WAITING = 0
+_PATH_LENGTH = 1
+_PATH = 2
+#: A producer waiting for a slot looks again this often even unwoken: a backstop for a
+#: notice lost (a release whose flag store and this byte's load crossed in the CPU).
+RECHECK = 1.0
+
+log = logging.getLogger("framepipe")
+
+
+class Readable(Protocol):
+    """Anything whose file descriptor turns readable on an event (``Waker``)."""
+
+    def fileno(self) -> int: ...
 
 
 def _round_up(n: int, to: int) -> int:
@@ -75,7 +101,7 @@ class Handle(NamedTuple):
 
 
 class _Segment:
-    """One mapped segment: its flag table and its slots."""
+    """One mapped segment: its header, its flag table and its slots."""
 
     def __init__(
         self,
@@ -85,17 +111,33 @@ class _Segment:
         columns: int,
         buf: Any,
         closer: Callable[[], None],
+        owned: bool = False,
     ) -> None:
         self.name, self.nslots, self.slot_bytes = name, nslots, slot_bytes
         self.columns = columns
         self.buf = buf
         self.closer = closer
-        self.data_offset = _round_up(nslots * columns, _HEADER_ALIGN)
-        self.flags = np.ndarray((nslots, columns), np.uint8, buffer=buf)
+        self.owned = owned
+        self.owner_path = ""  # another worker's segment: where to tell it of releases
+        self.data_offset = _round_up(_HEADER + nslots * columns, _HEADER_ALIGN)
+        self.header = np.ndarray((_HEADER,), np.uint8, buffer=buf)
+        self.flags = np.ndarray((nslots, columns), np.uint8, buffer=buf, offset=_HEADER)
 
     @staticmethod
     def size(nslots: int, slot_bytes: int, columns: int) -> int:
-        return _round_up(nslots * columns, _HEADER_ALIGN) + nslots * slot_bytes
+        return _round_up(_HEADER + nslots * columns, _HEADER_ALIGN) + nslots * slot_bytes
+
+    @property
+    def notice_path(self) -> str:
+        """Where the owner hears of releases ("": nowhere, it only re-checks)."""
+        length = int(self.header[_PATH_LENGTH])
+        return bytes(self.header[_PATH : _PATH + length]).decode()
+
+    @notice_path.setter
+    def notice_path(self, path: str) -> None:
+        data = path.encode()
+        self.header[_PATH_LENGTH] = len(data)
+        self.header[_PATH : _PATH + len(data)] = np.frombuffer(data, np.uint8)
 
     def array(self, slot: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         return np.ndarray(
@@ -107,6 +149,7 @@ class _Segment:
 
     def close(self) -> None:
         self.flags = None  # type: ignore[assignment]
+        self.header = None  # type: ignore[assignment]
         # A view may still be alive somewhere: then the mapping goes with the process.
         with contextlib.suppress(BufferError):
             self.closer()
@@ -184,6 +227,11 @@ class SharedFrames:
         on_segment: called with each new segment's name before it is used,
             so the run's owner can unlink it whatever happens to this worker.
         stop: while waiting for a free slot, give up once this is set.
+        stopped: readable once ``stop`` is set (a ``Waker``): wakes that wait at
+            once. Without it a stop is seen within ``RECHECK`` seconds.
+        socket_dir: where to open the socket on which other processes say they
+            released a slot of this worker's. Without it only releases made in
+            this process wake a waiting producer (the others within ``RECHECK``).
         max_bytes: how much memory this worker's segments may take in all.
         columns: width of the flag tables of new segments (see ``FlagColumns``).
     """
@@ -195,10 +243,15 @@ class SharedFrames:
         stop: threading.Event | None = None,
         max_bytes: int = 2 << 30,
         columns: int = DEFAULT_COLUMNS,
+        *,
+        stopped: Readable | None = None,
+        socket_dir: str | None = None,
     ) -> None:
         self.prefix = prefix
         self.on_segment = on_segment
         self.stop = stop or threading.Event()
+        self.stopped = stopped
+        self.socket_dir = socket_dir
         self.max_bytes = max_bytes
         self.columns = max(columns, OWNER + 2)
         self._owned: dict[int, list[_Segment]] = {}  # slot_bytes -> segments
@@ -207,6 +260,14 @@ class SharedFrames:
         self._shms: list[shared_memory.SharedMemory] = []
         self._counter = 0
         self._lock = threading.Lock()
+        # Waiting for a free slot: notified by releases and by the stop.
+        self._freed = threading.Condition(self._lock)
+        self._waiters = 0
+        self._notices: socket.socket | None = None  # bound once this worker owns a segment
+        self._notice_path = ""
+        self._listener: threading.Thread | None = None  # wakes waiters: notices, the stop
+        self._sender: socket.socket | None = None  # tells other owners of releases
+        self._closing = False
 
     def widen(self, columns: int) -> None:
         """New segments get flag tables at least ``columns`` wide (edges were added)."""
@@ -227,37 +288,104 @@ class SharedFrames:
     def allocate(self, shape: tuple[int, ...], dtype: str = "uint8") -> tuple[np.ndarray, Handle]:
         """A writable array in a free slot, held by this worker until ``release_owner``.
 
-        Waits while every slot is held and the memory budget is spent (consumers
-        release slots from other processes, so the wait backs off up to 2 ms);
-        raises ``Stopping`` once the run stops.
+        Waits while every slot is held and the memory budget is spent, until a
+        consumer (in any process) releases one; raises ``Stopping`` once the run
+        stops.
         """
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         slot_bytes = _round_up(max(nbytes, 1), _PAGE)
-        pause = 0.0001
+        shape = tuple(shape)
+        waiting = False
+        with self._lock:
+            try:
+                while True:
+                    found = self._take(slot_bytes, shape, dtype)
+                    if found is not None:
+                        return found
+                    if self._grow(slot_bytes):
+                        continue
+                    if self.stop.is_set():
+                        raise Stopping("the run stopped while waiting for a free frame slot")
+                    if not waiting:
+                        # Raise the flag, then look once more: a release from now on
+                        # announces itself, one made before it shows in the scan.
+                        waiting = True
+                        self._begin_waiting()
+                        continue
+                    self._freed.wait(RECHECK)
+            finally:
+                if waiting:
+                    self._end_waiting()
+
+    def _take(
+        self, slot_bytes: int, shape: tuple[int, ...], dtype: str
+    ) -> tuple[np.ndarray, Handle] | None:
+        for segment in self._owned.get(slot_bytes, ()):
+            if segment.columns < self.columns:
+                continue  # too narrow for today's edges: it drains and stays unused
+            free = np.flatnonzero(~segment.flags.any(axis=1))
+            if free.size:
+                slot = int(free[0])
+                segment.flags[slot, OWNER] = 1
+                handle = Handle(
+                    segment.name, slot, shape, dtype, segment.nslots, slot_bytes, segment.columns
+                )
+                return segment.array(slot, shape, dtype), handle
+        return None
+
+    def _begin_waiting(self) -> None:
+        self._waiters += 1
+        if self._waiters == 1:
+            for group in self._owned.values():
+                for segment in group:
+                    segment.header[_WAITING] = 1
+        if self._listener is None and self._notices is not None and not self._closing:
+            self._listener = threading.Thread(
+                target=self._listen, daemon=True, name="framepipe-slot-notices"
+            )
+            self._listener.start()
+
+    def _end_waiting(self) -> None:
+        self._waiters -= 1
+        if self._waiters == 0:
+            for group in self._owned.values():
+                for segment in group:
+                    segment.header[_WAITING] = 0
+
+    def _listen(self) -> None:
+        """Wakes waiting producers when another process releases a slot, or the run stops."""
+        assert self._notices is not None
+        poller = select.poll()
+        poller.register(self._notices, select.POLLIN)
+        if self.stopped is not None:
+            poller.register(self.stopped, select.POLLIN)
+        notices = self._notices.fileno()
         while True:
+            ready = {fd for fd, _ in poller.poll()}
+            with contextlib.suppress(OSError):  # drained: the owner looks at every slot anyway
+                while self._notices.recv(64, socket.MSG_DONTWAIT):
+                    pass
             with self._lock:
-                for segment in self._owned.get(slot_bytes, ()):
-                    if segment.columns < self.columns:
-                        continue  # too narrow for today's edges: it drains and stays unused
-                    free = np.flatnonzero(~segment.flags.any(axis=1))
-                    if free.size:
-                        slot = int(free[0])
-                        segment.flags[slot, OWNER] = 1
-                        handle = Handle(
-                            segment.name,
-                            slot,
-                            tuple(shape),
-                            dtype,
-                            segment.nslots,
-                            slot_bytes,
-                            segment.columns,
-                        )
-                        return segment.array(slot, tuple(shape), dtype), handle
-                if self._grow(slot_bytes):
-                    continue
-            if self.stop.wait(pause):
-                raise Stopping("the run stopped while waiting for a free frame slot")
-            pause = min(pause * 2, 0.002)
+                self._freed.notify_all()
+                if self._closing or ready - {notices}:  # closing, or the run stopped
+                    return
+
+    def _open_notices(self) -> None:
+        """Bind the socket other processes tell releases on (once, with the first segment)."""
+        if self.socket_dir is None or self._notices is not None:
+            return
+        path = os.path.join(self.socket_dir, f"{self.prefix}.free")
+        if len(path.encode()) > _HEADER - _PATH:
+            log.debug("framepipe: %s is too long for a notice socket", path)
+            return
+        notices = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            notices.bind(path)
+        except OSError as exc:  # then waits re-check every RECHECK seconds
+            notices.close()
+            log.debug("framepipe: no notice socket at %s: %s", path, exc)
+            return
+        self._notices, self._notice_path = notices, path
 
     def _grow(self, slot_bytes: int) -> bool:
         segments = self._owned.setdefault(slot_bytes, [])
@@ -268,14 +396,20 @@ class SharedFrames:
         size = _Segment.size(nslots, slot_bytes, self.columns)
         if self._owned_bytes + size > self.max_bytes and segments:
             return False
+        self._open_notices()
         self._counter += 1
         name = f"{self.prefix}_{self._counter}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         if self.on_segment is not None:
             self.on_segment(shm.name)
         self._shms.append(shm)
-        segment = _Segment(shm.name, nslots, slot_bytes, self.columns, shm.buf, shm.close)
+        segment = _Segment(
+            shm.name, nslots, slot_bytes, self.columns, shm.buf, shm.close, owned=True
+        )
+        segment.header[:] = 0
         segment.flags[:] = 0
+        segment.notice_path = self._notice_path
+        segment.header[_WAITING] = 1 if self._waiters else 0
         segments.append(segment)
         self._mapped[segment.name] = segment
         self._owned_bytes += size
@@ -301,6 +435,7 @@ class SharedFrames:
                         buf,
                         closer,
                     )
+                    segment.owner_path = segment.notice_path
                     self._mapped[handle.segment] = segment
         return segment
 
@@ -320,8 +455,33 @@ class SharedFrames:
 
     def release(self, handle: Handle, column: int) -> None:
         segment = self._mapped.get(handle.segment)
-        if segment is not None and segment.flags is not None:
-            segment.flags[handle.slot, column] = 0
+        if segment is None:
+            return
+        flags, header = segment.flags, segment.header
+        if flags is None or header is None:
+            return  # closed
+        flags[handle.slot, column] = 0
+        if header[_WAITING]:  # the owner waits for a slot: tell it
+            self._announce(segment)
+
+    def _announce(self, segment: _Segment) -> None:
+        if segment.owned:
+            with self._lock:
+                self._freed.notify_all()
+        elif segment.owner_path:
+            self._tell(segment.owner_path)
+
+    def _tell(self, path: str) -> None:
+        try:
+            if self._sender is None:
+                with self._lock:
+                    if self._sender is None:
+                        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                        sender.setblocking(False)
+                        self._sender = sender
+            self._sender.sendto(b"r", path)
+        except OSError:
+            pass  # the owner is gone, or has notices enough queued to wake it
 
     def lease_frame(self, handles: tuple[Handle, ...], column: int) -> Callable[[], None]:
         """Hold every slot of a frame in ``column``; return the matching release."""
@@ -393,6 +553,18 @@ class SharedFrames:
 
     def close(self) -> None:
         """Unmap everything. Owned segments are unlinked by the run's owner, not here."""
+        with self._lock:
+            self._closing = True
+            listener = self._listener
+        if listener is not None:
+            self._tell(self._notice_path)  # wakes it: it sees the close and ends
+            listener.join(RECHECK)
+        for sock in (self._notices, self._sender):
+            if sock is not None:
+                sock.close()
+        if self._notices is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._notice_path)
         with self._lock:
             for segment in self._mapped.values():
                 segment.close()
