@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,11 +85,20 @@ class Program:
         while time.monotonic() < deadline:
             alive = [p for p in self.family if _alive(p)]
             leaked = shm_names(self.prefix) if self.prefix is not None else set()
-            if not alive and not leaked:
+            folders = self.socket_folders()
+            if not alive and not leaked and not folders:
                 return
             time.sleep(0.1)
         assert not alive, f"processes left behind: {alive}"
         assert not leaked, f"shared memory left behind: {leaked}"
+        assert not folders, f"socket folders left behind: {folders}"
+
+    def socket_folders(self) -> list[str]:
+        """The run's folder of worker sockets (``framepipe-<run id>-*``), if it is still there."""
+        if self.prefix is None:
+            return []
+        run_id = self.prefix.split("_", 1)[1]
+        return glob.glob(os.path.join(tempfile.gettempdir(), f"framepipe-{run_id}-*"))
 
 
 def _alive(pid: int) -> bool:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -618,6 +619,7 @@ def host_main(conn: Connection, blob: bytes) -> None:
             conn.send(sendable(message))
 
     host: Host | None = None
+    orphaned = False
     try:
         spec: HostSpec = cloudpickle.loads(blob)
         root = logging.getLogger()
@@ -625,7 +627,7 @@ def host_main(conn: Connection, blob: bytes) -> None:
         root.setLevel(spec.log_level)
         host = Host(spec, stop=stop, report=report)
         report(Listening(host.listen()))
-        _serve(conn, host, report, wake_read, wake_write)
+        orphaned = _serve(conn, host, report, wake_read, wake_write)
     except BaseException as exc:  # anything here is the host's own failure: say it
         where = f"host:{host.spec.host_id if host is not None else '?'}"
         report(Fatal(where, exc))
@@ -634,15 +636,17 @@ def host_main(conn: Connection, blob: bytes) -> None:
             host.stop()
             host.wait(5.0)
             host.close()
+            if orphaned:  # the owner removes the run's socket folder; it cannot any more
+                shutil.rmtree(host.spec.socket_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             conn.close()
 
 
-def _serve(conn: Connection, host: Host, report: Reporter, wake_read: int, wake_write: int) -> None:
+def _serve(conn: Connection, host: Host, report: Reporter, wake_read: int, wake_write: int) -> bool:
     """The worker's control loop: commands in, statistics out, until every node has ended.
 
     It sleeps until a command arrives, the host ends, a SIGTERM, or the next
-    statistics report is due: nothing polls.
+    statistics report is due: nothing polls. True if the run's owner went away.
     """
     ended = threading.Event()
 
@@ -668,13 +672,14 @@ def _serve(conn: Connection, host: Host, report: Reporter, wake_read: int, wake_
                 # The run's owner died: stop, finalize outputs, leave.
                 host.stop()
                 host.wait(5.0)
-                return
+                return True
             obey(host, command)
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + STATS_EVERY
             report(Stats(host.stats()))
     host.wait(5.0)  # edges still bringing frames in: counted before the final stats
     report(Done(host.stats(), host.final_states()))
+    return False
 
 
 def obey(host: Host, command: Any) -> None:
