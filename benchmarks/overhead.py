@@ -22,7 +22,8 @@ pipeline (in its own environment: ``PYSTREAM_PYTHON``, by default
 ``.venv-pystream/bin/python``; skipped when absent), threads joined by
 ``queue.Queue(8)``, and processes joined by ``multiprocessing.Queue(8)``.
 Ratios framepipe/baseline are reported for the hop and for the CPU a frame
-costs through the whole 5-stage chain.
+costs through the whole 5-stage chain. Each figure is the best of a few runs,
+except under threads, where it is their median (see ``REPEATS``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import multiprocessing as mp
 import os
 import queue
 import resource
+import statistics
 import subprocess
 import threading
 import time
@@ -59,10 +61,13 @@ FRAMES = {
     True: {"inline": 10000, "threads": 5000, "processes": 4000, "loop": 100000,
            "pystream": 50000},
 }  # fmt: skip
-#: Runs of each configuration, full / quick; the best is kept (noise only slows things down).
+#: Runs of each configuration, full / quick. The best is kept (noise only slows things
+#: down), except under threads: there a run's CPU swings up to 2x either way with how the
+#: threads happen to share the GIL and sleep, for framepipe and queue.Queue alike, so the
+#: median of the runs is kept.
 REPEATS = {
-    False: {"inline": 3, "threads": 3, "processes": 1, "loop": 5, "pystream": 3},
-    True: {"inline": 2, "threads": 2, "processes": 1, "loop": 3, "pystream": 2},
+    False: {"inline": 3, "threads": 5, "processes": 1, "loop": 5, "pystream": 3},
+    True: {"inline": 2, "threads": 3, "processes": 1, "loop": 3, "pystream": 2},
 }
 ROOT = Path(__file__).resolve().parent.parent
 #: The interpreter of pystream-pipeline's own environment (it needs numpy < 2).
@@ -270,19 +275,28 @@ class Chain:
 
 
 def measure_chain(
-    run_chain: Callable[[int, int], Sample], count: int, repeats: int, spawns: bool
+    run_chain: Callable[[int, int], Sample],
+    count: int,
+    repeats: int,
+    spawns: bool,
+    median: bool = False,
 ) -> Chain:
-    """Best of ``repeats`` runs without and with the stages, alternating so noise hits both.
+    """Best (or ``median``) of ``repeats`` runs without and with the stages, alternating
+    so noise hits both.
 
     ``spawns``: the runs start processes; their start-up CPU, measured with a
     short run, is taken off before dividing by the frames.
     """
-    best: dict[int, tuple[float, float]] = {0: (0.0, float("inf")), STAGES: (0.0, float("inf"))}
+    samples: dict[int, list[Sample]] = {0: [], STAGES: []}
     for _ in range(repeats):
         for stages in (0, STAGES):
-            sample = run_chain(stages, count)
-            fps, cpu = best[stages]
-            best[stages] = (max(fps, sample.fps), min(cpu, sample.cpu_s))
+            samples[stages].append(run_chain(stages, count))
+    best: dict[int, tuple[float, float]] = {}
+    for stages, runs in samples.items():
+        fps, cpu = [s.fps for s in runs], [s.cpu_s for s in runs]
+        best[stages] = (
+            (statistics.median(fps), statistics.median(cpu)) if median else (max(fps), min(cpu))
+        )
     per_frame = {}
     for stages, (_fps, cpu) in best.items():
         fixed = run_chain(stages, STARTUP_FRAMES).cpu_s if spawns else 0.0
@@ -314,11 +328,18 @@ def run(quick: bool) -> Iterator[Measurement]:
     keys = {"plain loop": "loop", PYSTREAM: "pystream", GENERATOR: "pystream"}
     for case, executor, run_chain in cases:
         key = keys.get(case, executor)
+        statistic = "median" if executor == "threads" else "best"
         progress(
             f"{BENCH}: {case}, {executor}: 0 and {STAGES} stages, {frames[key]} frames, "
-            f"best of {repeats[key]}"
+            f"{statistic} of {repeats[key]}"
         )
-        chain = measure_chain(run_chain, frames[key], repeats[key], spawns=executor == "processes")
+        chain = measure_chain(
+            run_chain,
+            frames[key],
+            repeats[key],
+            spawns=executor == "processes",
+            median=executor == "threads",
+        )
         detail = f"{executor}, {SIZE}x{SIZE}"
 
         def m(
