@@ -66,7 +66,7 @@ FRAMES = {
 #: threads happen to share the GIL and sleep, for framepipe and queue.Queue alike, so the
 #: median of the runs is kept.
 REPEATS = {
-    False: {"inline": 3, "threads": 5, "processes": 1, "loop": 5, "pystream": 3},
+    False: {"inline": 3, "threads": 5, "processes": 3, "loop": 5, "pystream": 3},
     True: {"inline": 2, "threads": 3, "processes": 1, "loop": 3, "pystream": 2},
 }
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,112 +274,123 @@ class Chain:
         return (self.cpu_chain_us - self.cpu_bare_us) / STAGES
 
 
-def measure_chain(
-    run_chain: Callable[[int, int], Sample],
+def measure_chains(
+    run_chains: list[Callable[[int, int], Sample]],
     count: int,
     repeats: int,
     spawns: bool,
     median: bool = False,
-) -> Chain:
-    """Best (or ``median``) of ``repeats`` runs without and with the stages, alternating
-    so noise hits both.
+) -> list[Chain]:
+    """Best (or ``median``) of ``repeats`` runs of each chain, without and with the
+    stages, interleaved (framepipe, then its baseline, and again) so that whatever
+    else the machine does falls on all of them alike.
 
     ``spawns``: the runs start processes; their start-up CPU, measured with a
     short run, is taken off before dividing by the frames.
     """
-    samples: dict[int, list[Sample]] = {0: [], STAGES: []}
+    samples: list[dict[int, list[Sample]]] = [{0: [], STAGES: []} for _ in run_chains]
     for _ in range(repeats):
         for stages in (0, STAGES):
-            samples[stages].append(run_chain(stages, count))
-    best: dict[int, tuple[float, float]] = {}
-    for stages, runs in samples.items():
-        fps, cpu = [s.fps for s in runs], [s.cpu_s for s in runs]
-        best[stages] = (
-            (statistics.median(fps), statistics.median(cpu)) if median else (max(fps), min(cpu))
-        )
-    per_frame = {}
-    for stages, (_fps, cpu) in best.items():
-        fixed = run_chain(stages, STARTUP_FRAMES).cpu_s if spawns else 0.0
-        frames = count - STARTUP_FRAMES if spawns else count
-        per_frame[stages] = (cpu - fixed) / frames * 1e6
-    return Chain(best[0][0], best[STAGES][0], per_frame[0], per_frame[STAGES])
+            for run_chain, runs in zip(run_chains, samples, strict=True):
+                runs[stages].append(run_chain(stages, count))
+    chains = []
+    for run_chain, runs in zip(run_chains, samples, strict=True):
+        per_frame, fps = {}, {}
+        for stages, sampled in runs.items():
+            rates, cpus = [s.fps for s in sampled], [s.cpu_s for s in sampled]
+            fps[stages] = statistics.median(rates) if median else max(rates)
+            cpu = statistics.median(cpus) if median else min(cpus)
+            fixed = run_chain(stages, STARTUP_FRAMES).cpu_s if spawns else 0.0
+            frames = count - STARTUP_FRAMES if spawns else count
+            per_frame[stages] = (cpu - fixed) / frames * 1e6
+        chains.append(Chain(fps[0], fps[STAGES], per_frame[0], per_frame[STAGES]))
+    return chains
+
+
+Case = tuple[str, str, Callable[[int, int], Sample]]
 
 
 def run(quick: bool) -> Iterator[Measurement]:
-    """framepipe under each executor, then the hand-written equivalents, then ratios."""
+    """framepipe under each executor, each measured interleaved with what a user would
+    otherwise write, then the ratios."""
     frames, repeats = FRAMES[quick], REPEATS[quick]
-    cases: list[tuple[str, str, Callable[[int, int], Sample]]] = [
-        ("framepipe", "inline", lambda n, c: framepipe_run("inline", n, c)),
-        ("framepipe", "threads", lambda n, c: framepipe_run("threads", n, c)),
-        ("framepipe", "processes", lambda n, c: framepipe_run("processes", n, c)),
-        (GENERATOR, "inline", lambda n, c: framepipe_run("inline", n, c, generator=True)),
-        ("plain loop", "inline", loop_run),
-        (PYSTREAM, "inline", pystream_run),
-        ("queue.Queue threads", "threads", threads_run),
-        ("mp.Queue processes", "processes", processes_run),
+    groups: list[list[Case]] = [
+        [("framepipe", "inline", lambda n, c: framepipe_run("inline", n, c))],
+        [("plain loop", "inline", loop_run)],
+        [
+            (GENERATOR, "inline", lambda n, c: framepipe_run("inline", n, c, generator=True)),
+            (PYSTREAM, "inline", pystream_run),
+        ],
+        [
+            ("framepipe", "threads", lambda n, c: framepipe_run("threads", n, c)),
+            ("queue.Queue threads", "threads", threads_run),
+        ],
+        [
+            ("framepipe", "processes", lambda n, c: framepipe_run("processes", n, c)),
+            ("mp.Queue processes", "processes", processes_run),
+        ],
     ]
     if not pystream_available():
         progress(
             f"{BENCH}: {PYSTREAM} skipped: no {PYSTREAM_PYTHON} with pystream-pipeline "
             f"(see benchmarks/README.md, or set PYSTREAM_PYTHON)"
         )
-        cases = [case for case in cases if case[0] != PYSTREAM]
-    ours: dict[str, Chain] = {}
+        groups = [[case for case in group if case[0] != PYSTREAM] for group in groups]
     keys = {"plain loop": "loop", PYSTREAM: "pystream", GENERATOR: "pystream"}
-    for case, executor, run_chain in cases:
-        key = keys.get(case, executor)
+    inline: Chain | None = None
+    for group in groups:
+        first, executor = group[0][0], group[0][1]
+        key = keys.get(first, executor)
         statistic = "median" if executor == "threads" else "best"
         progress(
-            f"{BENCH}: {case}, {executor}: 0 and {STAGES} stages, {frames[key]} frames, "
-            f"{statistic} of {repeats[key]}"
+            f"{BENCH}: {' / '.join(case for case, _, _ in group)}, {executor}: 0 and "
+            f"{STAGES} stages, {frames[key]} frames, {statistic} of {repeats[key]}"
         )
-        chain = measure_chain(
-            run_chain,
+        chains = measure_chains(
+            [run_chain for _, _, run_chain in group],
             frames[key],
             repeats[key],
             spawns=executor == "processes",
             median=executor == "threads",
         )
         detail = f"{executor}, {SIZE}x{SIZE}"
+        for (case, _, _), chain in zip(group, chains, strict=True):
+            yield from _figures(case, detail, chain, case == "framepipe" and executor == "inline")
+        if first == "framepipe" and executor == "inline":
+            inline = chains[0]
+        if first == "plain loop" and inline is not None:  # no framework: shown, not a bar
+            yield from _ratios(first, detail, inline, chains[0], None)
+        # A baseline is compared with the framepipe run it was interleaved with.
+        for (case, _, _), chain in zip(group[1:], chains[1:], strict=True):
+            yield from _ratios(case, detail, chains[0], chain, Target("<=", 1))
 
-        def m(
-            metric: str,
-            value: float,
-            unit: str,
-            target: Target | None = None,
-            case: str = case,
-            detail: str = detail,
-        ) -> Measurement:
-            return Measurement(BENCH, case, detail, metric, value, unit, target)
 
-        yield m("fps_0_stages", chain.fps_bare, "fps")
-        yield m(f"fps_{STAGES}_stages", chain.fps_chain, "fps")
-        yield m("cpu_per_frame_0_stages", chain.cpu_bare_us, "us")
-        yield m(f"cpu_per_frame_{STAGES}_stages", chain.cpu_chain_us, "us")
-        yield m("per_hop_wall", chain.hop_wall_us, "us")
-        is_inline = case == "framepipe" and executor == "inline"
-        yield m("per_hop_cpu", chain.hop_cpu_us, "us", Target("<=", 2) if is_inline else None)
-        if case == "framepipe":
-            ours[executor] = chain
-            continue
-        if case == GENERATOR:  # compared with pystream-pipeline, which is fed the same way
-            ours[PYSTREAM] = chain
-            continue
-        mine = ours.get(case, ours[executor])
-        ratio = f"framepipe/{case}"
-        # What a user would otherwise write is the bar, except a bare loop (no framework).
-        at_most_1 = Target("<=", 1) if case != "plain loop" else None
-        yield m("per_hop_wall", _ratio(mine.hop_wall_us, chain.hop_wall_us), "x", case=ratio)
-        yield m(
-            "per_hop_cpu", _ratio(mine.hop_cpu_us, chain.hop_cpu_us), "x", at_most_1, case=ratio
-        )
-        yield m(
-            f"cpu_per_frame_{STAGES}_stages",
-            _ratio(mine.cpu_chain_us, chain.cpu_chain_us),
-            "x",
-            at_most_1 if case == PYSTREAM else None,
-            case=ratio,
-        )
+def _figures(case: str, detail: str, chain: Chain, inline: bool) -> Iterator[Measurement]:
+    def m(metric: str, value: float, unit: str, target: Target | None = None) -> Measurement:
+        return Measurement(BENCH, case, detail, metric, value, unit, target)
+
+    yield m("fps_0_stages", chain.fps_bare, "fps")
+    yield m(f"fps_{STAGES}_stages", chain.fps_chain, "fps")
+    yield m("cpu_per_frame_0_stages", chain.cpu_bare_us, "us")
+    yield m(f"cpu_per_frame_{STAGES}_stages", chain.cpu_chain_us, "us")
+    yield m("per_hop_wall", chain.hop_wall_us, "us")
+    yield m("per_hop_cpu", chain.hop_cpu_us, "us", Target("<=", 2) if inline else None)
+
+
+def _ratios(
+    case: str, detail: str, mine: Chain, theirs: Chain, target: Target | None
+) -> Iterator[Measurement]:
+    def m(metric: str, value: float, target: Target | None = None) -> Measurement:
+        return Measurement(BENCH, f"framepipe/{case}", detail, metric, value, "x", target)
+
+    yield m("per_hop_wall", _ratio(mine.hop_wall_us, theirs.hop_wall_us))
+    yield m("per_hop_cpu", _ratio(mine.hop_cpu_us, theirs.hop_cpu_us), target)
+    # A whole frame is the bar only against pystream-pipeline's serial pipeline.
+    yield m(
+        f"cpu_per_frame_{STAGES}_stages",
+        _ratio(mine.cpu_chain_us, theirs.cpu_chain_us),
+        target if case == PYSTREAM else None,
+    )
 
 
 def _ratio(ours: float, theirs: float) -> float:
