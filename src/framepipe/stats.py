@@ -162,9 +162,10 @@ FOLD_EVERY = 256
 class StatsRecorder:
     """Counters and samples for one node, written by its worker only.
 
-    Each processed frame adds one sample, ``(done, latency, age)``: when it was
-    done (``time.perf_counter()``), how long it took and how old its frame was
-    (0 where frames have no age: a source's). The samples of the most recent
+    Each processed frame adds one sample, ``(done, latency, age, wait)``: when it
+    was done (``time.perf_counter()``), how long it took, how old its frame was and
+    how long it waited in the inbox (0 where there is none: a source's frames have
+    no age, frames called directly never wait). The samples of the most recent
     ``keep`` frames give the percentiles and the live fps; every ``FOLD_EVERY``
     frames the worker folds them into the whole-run maxima, before any of them
     leaves. Times are recorded in seconds and reported in milliseconds.
@@ -178,11 +179,10 @@ class StatsRecorder:
         self.restarts = 0
         self.state = "idle"
         self.reconnects = 0
-        self._recent: deque[tuple[float, float, float]] = deque(maxlen=keep)
+        self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
         #: The per-frame path, for a worker that inlines ``record_one``: add the
         #: sample, count it in ``processed``, and ``fold()`` once that reaches ``fold_at``.
         self.sample = self._recent.append
-        self._waits: deque[float] = deque(maxlen=keep)
         self._max_wait = 0.0
         self._max_latency = 0.0
         self._max_age = 0.0
@@ -199,7 +199,7 @@ class StatsRecorder:
         self,
         latency: float,
         age: float = 0.0,
-        wait: float | None = None,
+        wait: float = 0.0,
         count: int = 1,
         done: float | None = None,
     ) -> None:
@@ -209,26 +209,22 @@ class StatsRecorder:
         Called by the node's own worker only: no lock (readers copy the samples
         in one C call, under the GIL).
         """
-        sample = (time.perf_counter() if done is None else done, latency, age)
+        sample = (time.perf_counter() if done is None else done, latency, age, wait)
         if count == 1:
             self.sample(sample)
         else:
             if self.processed > self._folded:  # a large batch must not push out unfolded ones
                 self.fold()
             self._recent.extend([sample] * count)
-        if wait is not None:
-            self._waits.append(wait)
-            if wait > self._max_wait:
-                self._max_wait = wait
         self.processed += count
         if self.processed >= self.fold_at:
             self.fold()
 
-    def record_one(self, done: float, latency: float, age: float) -> None:
+    def record_one(self, done: float, latency: float, age: float, wait: float = 0.0) -> None:
         """``record`` for one frame, with ``done`` from ``time.perf_counter()``: the
-        hot path of inline runs, which have just read the clock."""
+        per-frame path of workers, which have just read the clock."""
         self.processed += 1
-        self.sample((done, latency, age))
+        self.sample((done, latency, age, wait))
         if self.processed >= self.fold_at:
             self.fold()
 
@@ -242,6 +238,7 @@ class StatsRecorder:
             self._first = fresh[-1][0] - fresh[-1][1]
         self._max_latency = max(self._max_latency, max(map(_LATENCY, fresh)))
         self._max_age = max(self._max_age, max(map(_AGE, fresh)))
+        self._max_wait = max(self._max_wait, max(map(_WAIT, fresh)))
 
     def drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -262,7 +259,9 @@ class StatsRecorder:
         if self._ended is None:
             self._ended = time.perf_counter()
 
-    def _fps(self, recent: list[tuple[float, float, float]], now: float, elapsed: float) -> float:
+    def _fps(
+        self, recent: list[tuple[float, float, float, float]], now: float, elapsed: float
+    ) -> float:
         if not recent:
             return 0.0
         if self._ended is not None:
@@ -285,7 +284,6 @@ class StatsRecorder:
             now = self._ended or time.perf_counter()
             elapsed = now - self._started
             recent = list(self._recent)  # one C call: safe against the writer thread
-            waits = list(self._waits)
             return NodeStats(
                 name=self.name,
                 kind=self.kind,
@@ -296,7 +294,7 @@ class StatsRecorder:
                 restarts=self.restarts,
                 fps=round(self._fps(recent, now, elapsed), 2),
                 latency_ms=_summary([s[1] for s in recent], self._max_latency),
-                wait_ms=_summary(waits, self._max_wait),
+                wait_ms=_summary([s[3] for s in recent], self._max_wait),
                 age_ms=_summary([s[2] for s in recent], self._max_age),
                 state=self.state,
                 reconnects=self.reconnects,
@@ -306,3 +304,4 @@ class StatsRecorder:
 
 _LATENCY = itemgetter(1)
 _AGE = itemgetter(2)
+_WAIT = itemgetter(3)

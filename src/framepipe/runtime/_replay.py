@@ -94,16 +94,16 @@ class _SimRecorder(StatsRecorder):
         self,
         latency: float,
         age: float = 0.0,
-        wait: float | None = None,
+        wait: float = 0.0,
         count: int = 1,
         done: float | None = None,
     ) -> None:
         # The planned cost and finish, on the run's clock; ``age`` is simulated already,
         # and the real time a frame waited means nothing here.
         cost, finished = self.planned
-        super().record(cost, age, None, count, finished)
+        super().record(cost, age, 0.0, count, finished)
 
-    def record_one(self, done: float, latency: float, age: float) -> None:
+    def record_one(self, done: float, latency: float, age: float, wait: float = 0.0) -> None:
         self.record(latency, age)
 
     def finish(self) -> None:

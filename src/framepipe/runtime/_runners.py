@@ -601,7 +601,7 @@ class NodeRunner:
             item.done()
             raise
         done = perf_counter()
-        self.recorder.record(done - began, now - item.frame.timestamp, item.wait, 1, done)
+        self.recorder.record_one(done, done - began, now - item.frame.timestamp, item.wait)
         try:
             if value is not None and not self.failed:
                 self.forward(item.frame, value)
@@ -632,7 +632,7 @@ class NodeRunner:
         done = perf_counter()
         recorder = self.recorder  # ``record_one``, inlined: the per-hop path
         recorder.processed += 1
-        recorder.sample((done, done - began, age))
+        recorder.sample((done, done - began, age, 0.0))
         if recorder.processed >= recorder.fold_at:
             recorder.fold()
         if value is None:
