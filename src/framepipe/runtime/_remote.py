@@ -5,8 +5,8 @@ message per frame: its metadata, its small results (pickled) and the handles
 of its shared-memory arrays. Every edge has a credit window, so a frame in
 flight (and the shared-memory slot it holds) is always bounded:
 
-- lossless (``block``) edges: the consumer sends a credit when a frame leaves
-  its queue; a producer with no credit left waits.
+- lossless (``block``) edges: the consumer credits frames as they leave its
+  queue (in batches of half the window); a producer with no credit left waits.
 - dropping edges: the consumer's receiver credits each frame as soon as it
   reads it, and its inbox drops by policy. If the consumer stops reading (its
   process paused or starved), the producer drops frames for that edge instead
@@ -256,15 +256,25 @@ def receive(
     if not inbox.has_edge(edge_id):  # a source added while running
         inbox.add_edge(edge_id, upstream, Queue(size, overflow))
     lock = threading.Lock()
+    lossless = overflow == "block"
+    # A lossless edge credits in batches of half its window: a message for every few
+    # frames, and the producer never waits on credits held back (it can only be out of
+    # credit while frames are queued here, whose departures send the rest).
+    batch = max(1, size // 2) if lossless else 1
+    owed = 0
 
     def credit(n: int) -> None:
+        nonlocal owed
         try:
             with lock:
+                owed += n
+                if owed < batch:
+                    return
+                n, owed = owed, 0
                 conn.send_bytes(_CREDIT * n)
         except (OSError, EOFError):
             pass  # the producer is gone
 
-    lossless = overflow == "block"
     if lossless:  # credit when a frame leaves the queue
         inbox.set_credit(edge_id, credit)
     try:
