@@ -336,7 +336,7 @@ class Outbox:
                     while len(self.frames) >= self.policy.size and not self.ended:
                         if self.stop.is_set():
                             return
-                        self.cond.wait(0.1)
+                        self.cond.wait()  # a take, the edge's end or the stop (close) wakes it
                     if self.ended:
                         return
                 elif self.policy.overflow == "drop_newest":
