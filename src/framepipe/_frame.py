@@ -32,7 +32,7 @@ class ReadOnlyResults(dict[str, Any]):
 
 #: The results of a frame straight from its source.
 NO_RESULTS = ReadOnlyResults()
-#: How framepipe itself adds to a ``ReadOnlyResults`` (the per-hop path).
+#: How framepipe itself adds to a ``ReadOnlyResults`` (looked up once: the per-hop path).
 set_result = dict.__setitem__
 
 
@@ -113,3 +113,21 @@ class Frame:
             f"Frame(source={self.source!r}, index={self.index}, pts={self.pts:.3f}, "
             f"{w}x{h}, results=[{keys}])"
         )
+
+
+def with_result(frame: Frame, name: str, value: Any) -> Frame:
+    """``frame`` passed on with ``name``'s result added, lent like the others (an array
+    result becomes read-only): what every hop builds for its consumers."""
+    results = ReadOnlyResults(frame.results)
+    if isinstance(value, np.ndarray) and value.flags.writeable:
+        value = read_only(value)
+    set_result(results, name, value)
+    return Frame(
+        frame.image,
+        frame.index,
+        frame.pts,
+        frame.timestamp,
+        frame.source,
+        results,
+        frame._handles,
+    )

@@ -227,7 +227,6 @@ class Host:
                 recorder,
                 mode=self.spec.mode,
                 start=self.spec.start,
-                stop=self.stop_event,
                 on_fatal=self.on_fatal,
                 buffers=self.source_buffers() if crosses else None,
                 on_error=self.on_failure,

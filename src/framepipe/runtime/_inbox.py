@@ -441,11 +441,6 @@ class Inbox:
             return self._next_merged()
         if join == "latest":
             return self._next_latest()
-        if len(self._order) == 1:  # one input: its oldest entry
-            edge_id = self._order[0]
-            if not self._edges[edge_id].entries:
-                return None
-            return self._item(self._pop(self._edges[edge_id]), edge_id)
         best, best_seq = -1, 0
         for edge_id in self._order:
             entries = self._edges[edge_id].entries

@@ -30,7 +30,7 @@ import numpy as np
 from numpy import ndarray
 
 from .._errors import FramepipeError, SinkError, SourceError, StageError
-from .._frame import NO_RESULTS, Frame, ReadOnlyResults, read_only, set_result
+from .._frame import NO_RESULTS, Frame, ReadOnlyResults, read_only, set_result, with_result
 from .._graph import Node
 from .._nested import NestedPipeline
 from .._stage import FunctionStage, Stage, StageContext
@@ -102,7 +102,6 @@ class SourceRunner:
         *,
         mode: str,
         start: float,
-        stop: threading.Event,
         on_fatal: FatalHandler,
         needed_fps: float | None = None,
         buffers: SourceBuffers | None = None,
@@ -123,7 +122,6 @@ class SourceRunner:
         self._paced = mode in ("realtime", "replay") and not self.source.live
         # A source that cannot seek plays from its start: frames before ``start`` are skipped.
         self._skip_before = start if not self.source.seekable else float("-inf")
-        self.stop_event = stop  # the whole run stopping
         # Set when this source must end: removed, or the run stopping (``Host.stop``
         # calls ``remove``), so a source blocked in ``ctx.wait`` or pacing wakes at once.
         self.removed = threading.Event()
@@ -222,18 +220,19 @@ class SourceRunner:
         if pts < self._skip_before:
             self.buffers.close()
             return
+        read_time = 0.0
         if self._paced:
-            read_time = perf_counter() - began if began is not None else 0.0
+            if began is not None:  # latency counts reading and delivery, not pacing
+                read_time, began = perf_counter() - began, None
             if not self._pace(pts):
                 self.recorder.drop("late")
                 self.buffers.close()
                 return
-            began = None if began is None else perf_counter() - read_time  # pacing is not latency
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
         timestamp = self._now()
         handed = perf_counter()
         if began is None:
-            began = handed
+            began = handed - read_time
         if self._in_process:
             held: tuple[Any, ...] = ()
         else:
@@ -640,7 +639,8 @@ class NodeRunner:
         if not self._forwards_here:
             self.forward(frame, value)
             return
-        # ``forward``, inlined (a call is a tenth of a hop), handing on the time.
+        # ``forward`` and ``with_result``, inlined, handing on the time: two calls are
+        # 7% of an inline hop (benchmarks/README.md, overhead).
         try:
             results = ReadOnlyResults(frame.results)
             if isinstance(value, ndarray) and value.flags.writeable:
@@ -687,19 +687,7 @@ class NodeRunner:
         if not outlets:
             return
         try:
-            results = ReadOnlyResults(frame.results)
-            if isinstance(value, ndarray) and value.flags.writeable:
-                value = read_only(value)
-            set_result(results, self.name, value)
-            out = Frame(
-                frame.image,
-                frame.index,
-                frame.pts,
-                frame.timestamp,
-                frame.source,
-                results,
-                frame._handles,
-            )
+            out = with_result(frame, self.name, value)
             if self.exporter is None:
                 for outlet in outlets:
                     outlet.deliver(out)
