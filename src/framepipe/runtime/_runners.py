@@ -39,7 +39,7 @@ from ..sources._base import Source, SourceContext
 from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
 from ._clock import SYSTEM_CLOCK, Clock
-from ._inbox import EMPTY, Inbox, Work
+from ._inbox import EMPTY, Inbox, Ticket, Work
 from ._outlets import handoffs
 from ._remote import EdgeError
 
@@ -248,8 +248,8 @@ class SourceRunner:
             finally:
                 self.buffers.drop(held)  # consumers hold their own leases now
         elif self._handoffs is not None:
-            for accept in self._handoffs:
-                accept(frame, timestamp, handed)
+            for hand in self._handoffs:
+                hand(frame, timestamp, handed)
         else:
             for outlet in self.outlets:
                 outlet.deliver(frame)
@@ -575,9 +575,8 @@ class NodeRunner:
             return
         took = time.perf_counter() - began
         ages = [now - item.frame.timestamp for item in items]
-        self.recorder.record(
-            latency=took, age=max(ages), wait=max(i.wait for i in items), count=len(items)
-        )
+        wait = began - min(item.arrived for item in items)
+        self.recorder.record(latency=took, age=max(ages), wait=wait, count=len(items))
         try:
             for item, value in zip(items, values, strict=True):
                 if value is not None and not self.failed:
@@ -600,20 +599,23 @@ class NodeRunner:
             item.done()
             raise
         done = perf_counter()
-        self.recorder.record_one(done, done - began, now - item.frame.timestamp, item.wait)
+        self.recorder.record_one(done, done - began, now - item.frame.timestamp, began - item.arrived)
         try:
             if value is not None and not self.failed:
                 self.forward(item.frame, value)
         finally:
             item.done()
 
-    def accept(self, frame: Frame, now: float = 0.0, began: float = 0.0) -> None:
-        """Inline fast path: process one frame now, in the producer's call.
+    def accept(self, frame: Frame, now: float = 0.0, began: float = 0.0, arrived: float = 0.0) -> None:
+        """Process one frame now and hand the result on: the per-frame fast path.
 
-        Used for nodes with a single input and no window, join or batch, where
-        an inbox would only add cost: selection and age checks happen here.
-        ``now``/``began``: the wall and ``perf_counter`` times the producer handed
-        the frame on (0: read the clock here).
+        Inline, producers call it directly for nodes with a single input and no
+        window, join or batch, where an inbox would only add cost: selection and
+        age checks happen here. ``now``/``began``: the wall and ``perf_counter``
+        times the producer handed the frame on (0: read the clock here).
+
+        Under threads, the worker calls it for each frame its inbox selected
+        (``arrived``: when that frame arrived, on ``perf_counter``).
         """
         if self.ended or self.failed:
             return
@@ -631,7 +633,7 @@ class NodeRunner:
         done = perf_counter()
         recorder = self.recorder  # ``record_one``, inlined: the per-hop path
         recorder.processed += 1
-        recorder.sample((done, done - began, age, 0.0))
+        recorder.sample((done, done - began, age, began - arrived if arrived else 0.0))
         if recorder.processed >= recorder.fold_at:
             recorder.fold()
         if value is None:
@@ -657,8 +659,8 @@ class NodeRunner:
             )
             if self._handoffs is not None:
                 now += done - began
-                for accept in self._handoffs:
-                    accept(out, now, done)
+                for hand in self._handoffs:
+                    hand(out, now, done)
             else:
                 for outlet in self.outlets:
                     outlet.deliver(out)
@@ -779,9 +781,22 @@ class NodeRunner:
             if on_set_up is not None:
                 on_set_up()
             if ok and self.batch == 1:
-                take = self.inbox.take
+                take, accept, handle_one = self.inbox.take, self.accept, self._handle_one
+                # A frame taken on its own, with no selection left to do: the fast path.
+                plain = self._takes_frames and not self._selective
                 while not self.failed and (item := take()) is not None:
-                    self._handle_one(item)
+                    if plain and type(item) is Ticket:
+                        try:
+                            if item.sent:  # the producer's hand-off time: no wall clock here
+                                began = perf_counter()
+                                now = item.sent + (began - item.arrived)
+                                accept(item.frame, now, began, item.arrived)
+                            else:
+                                accept(item.frame, 0.0, 0.0, item.arrived)
+                        finally:
+                            item.unref()
+                    else:
+                        handle_one(item)
             elif ok:
                 while not self.failed:
                     items = self.take()
