@@ -88,5 +88,42 @@ def test_inline_ages_grow_by_each_stages_time() -> None:
     run = pipe.run(mode="offline", executor="inline")
     assert run.stats["slow"].age_ms["max"] < 10
     assert run.stats["after"].age_ms["p50"] >= 20
-    assert run.stats["slow"].latency_ms["p50"] >= 20
+    assert slow_stats.latency_ms["p50"] >= 20
     assert run.stats["fresh"].processed == 0 and run.stats["fresh"].dropped_by["age"] == 10
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_ages_and_waits_match_the_wall_clock(executor: str) -> None:
+    """A worker takes the time its frame was handed on from the producer (threads)
+    or reads the clock (frames from another process): either way the age it
+    records is the frame's age when the call began, and the wait is the time
+    the frame spent in the inbox behind a slow call."""
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.Synthetic(width=32, height=24, frames=12))
+    slow = pipe.stage("slow", _slow_index, after=cam)
+    seen = pipe.stage("seen", _age_seen, after=slow)
+    collect = fp.sinks.Collect()
+    pipe.sink("out", collect, after=seen)
+    run = pipe.run(mode="offline", executor=executor)
+    assert len(collect.results["seen"]) == 12
+    seen_ms = sorted(age * 1000 for age in collect.results["seen"].values())
+    stats = run.stats["seen"]
+    # The age recorded before the call and the age the call saw: the same moment,
+    # give or take the scheduling of one call on a loaded machine.
+    assert stats.age_ms["max"] <= seen_ms[-1] + 1
+    assert stats.age_ms["max"] >= seen_ms[-1] - 50
+    assert stats.age_ms["p50"] >= 20  # includes the slow stage's time
+    # Frames queue up behind the slow stage: the later ones wait several of its calls.
+    slow_stats = run.stats["slow"]
+    assert slow_stats.wait_ms["max"] >= 40
+    assert slow_stats.age_ms["max"] >= slow_stats.wait_ms["max"]  # a frame ages as it waits
+    assert slow_stats.latency_ms["p50"] >= 20
+
+
+def _slow_index(frame: fp.Frame) -> int:
+    time.sleep(0.02)
+    return frame.index
+
+
+def _age_seen(frame: fp.Frame) -> float:
+    return time.time() - frame.timestamp
