@@ -88,7 +88,7 @@ def test_inline_ages_grow_by_each_stages_time() -> None:
     run = pipe.run(mode="offline", executor="inline")
     assert run.stats["slow"].age_ms["max"] < 10
     assert run.stats["after"].age_ms["p50"] >= 20
-    assert slow_stats.latency_ms["p50"] >= 20
+    assert run.stats["slow"].latency_ms["p50"] >= 20
     assert run.stats["fresh"].processed == 0 and run.stats["fresh"].dropped_by["age"] == 10
 
 

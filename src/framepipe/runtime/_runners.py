@@ -599,14 +599,18 @@ class NodeRunner:
             item.done()
             raise
         done = perf_counter()
-        self.recorder.record_one(done, done - began, now - item.frame.timestamp, began - item.arrived)
+        self.recorder.record_one(
+            done, done - began, now - item.frame.timestamp, began - item.arrived
+        )
         try:
             if value is not None and not self.failed:
                 self.forward(item.frame, value)
         finally:
             item.done()
 
-    def accept(self, frame: Frame, now: float = 0.0, began: float = 0.0, arrived: float = 0.0) -> None:
+    def accept(
+        self, frame: Frame, now: float = 0.0, began: float = 0.0, arrived: float = 0.0
+    ) -> None:
         """Process one frame now and hand the result on: the per-frame fast path.
 
         Inline, producers call it directly for nodes with a single input and no
