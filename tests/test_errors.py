@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -140,3 +142,25 @@ def test_a_failing_source_does_not_stop_the_others(executor: str, tmp_path: Path
         pipe.run(mode="offline", executor=executor)
     # the good source still delivered everything
     assert sorted(k[1] for k in collect.results["a"] if k[0] == "good") == list(range(15))
+
+
+def test_a_script_without_a_main_guard_is_told_what_to_do(tmp_path: Path) -> None:
+    """Workers import the user's script again; a script that runs its pipeline at
+    import time fails in every worker before framepipe runs there. The error names
+    the node and the fix, and the run ends."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import framepipe as fp\n"
+        "pipe = fp.Pipeline()\n"
+        "cam = pipe.source('cam', fp.sources.Synthetic(width=32, height=24, frames=5))\n"
+        "pipe.stage('count', lambda frame: frame.index, after=cam)\n"
+        "pipe.run(mode='offline', executor='processes')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("framepipe._errors.WorkerError: ")
+    assert "'cam'" in last or "'count'" in last
+    assert "while starting" in last and 'if __name__ == "__main__":' in last

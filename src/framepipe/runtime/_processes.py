@@ -82,6 +82,7 @@ class _Worker:
         self.ready = threading.Event()
         self.done = threading.Event()
         self.dead = False
+        self.heard = False  # any report at all: the worker got as far as framepipe's code
         self.segments: list[str] = []
         self.stats: dict[str, NodeStats] = {}
 
@@ -295,6 +296,7 @@ class ProcessExecutor(SupervisedExecutor):
                 self._died(worker)
 
     def _handle(self, worker: _Worker, message: Report) -> None:
+        worker.heard = True
         match message:
             case Segment(name):
                 worker.segments.append(name)
@@ -332,7 +334,16 @@ class ProcessExecutor(SupervisedExecutor):
         worker.stats = {
             name: replace(stats, state="died") for name, stats in worker.stats.items()
         } or worker.stats
-        error = WorkerError(node, f"worker process {how}")
+        what = f"worker process {how}"
+        if not worker.heard and code is not None and code > 0:
+            # It failed before framepipe's code ran in it: while Python started it.
+            what += (
+                " while starting, before it ran any of framepipe (its error is printed "
+                "above). Workers are new Python processes that import your script: a "
+                "script that runs a pipeline with executor='processes' must do so under "
+                "`if __name__ == \"__main__\":`"
+            )
+        error = WorkerError(node, what)
         log.error("framepipe: %s", error)
         self.on_fatal(node, error)
 
