@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
 
@@ -501,7 +501,7 @@ class Inbox:
         attached = self._attach_latest(item.frame)
         if attached:
             frame = item.frame
-            item.frame = _with_results(frame, {**attached, **frame.results})
+            item.frame = replace(frame, results=lent({**attached, **frame.results}))
             if item.payload is frame:
                 item.payload = item.frame
         return item
@@ -546,18 +546,6 @@ class Inbox:
                 results: dict[str, Any] = {}
                 for ticket in tickets:
                     results.update(ticket.frame.results)
-                frame = _with_results(tickets[0].frame, results)
+                frame = replace(tickets[0].frame, results=lent(results))
                 return WorkItem(frame, frame, tickets, min(t.arrived for t in tickets))
         return None
-
-
-def _with_results(frame: Frame, results: dict[str, Any]) -> Frame:
-    return Frame(
-        frame.image,
-        frame.index,
-        frame.pts,
-        frame.timestamp,
-        frame.source,
-        lent(results),
-        frame._handles,
-    )

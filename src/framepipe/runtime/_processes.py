@@ -341,7 +341,7 @@ class ProcessExecutor(SupervisedExecutor):
                 " while starting, before it ran any of framepipe (its error is printed "
                 "above). Workers are new Python processes that import your script: a "
                 "script that runs a pipeline with executor='processes' must do so under "
-                "`if __name__ == \"__main__\":`"
+                '`if __name__ == "__main__":`'
             )
         error = WorkerError(node, what)
         log.error("framepipe: %s", error)
