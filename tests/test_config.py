@@ -396,8 +396,10 @@ def test_node_options_are_the_pipelines() -> None:
             "on_error": "skip",
             "executor": "threads",
             "cost": 0.1,
+            "join_wait": 50,
         }[option]
-        pipe.stage(f"n_{option}", lambda f: 1, after="s", **{option: value})
+        extra = {"join": "merge"} if option == "join_wait" else {}  # what it applies to
+        pipe.stage(f"n_{option}", lambda f: 1, after="s", **{option: value}, **extra)
 
 
 ALIAS_BOMB = """\

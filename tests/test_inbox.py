@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from framepipe._policy import NodeOptions, Queue
-from framepipe.runtime._inbox import EMPTY, Inbox
+from framepipe.runtime._inbox import EMPTY, Inbox, Mark
 from framepipe.stats import StatsRecorder
 from framepipe.testing import make_frame
 
@@ -93,11 +93,15 @@ def test_rate_selection_is_counted_and_released() -> None:
     rel = Releases()
     for i in range(30):
         box.put(1, make_frame(index=i, pts=i / 30), rel(i))
-    kept = []
+    kept, marks = [], []
     while (item := box.take(0)) is not EMPTY:
+        if isinstance(item, Mark):  # frames skipped by rate go on as watermarks
+            marks.append(item.index)
+            continue
         kept.append(item.frame.index)
         item.done()
     assert kept == list(range(0, 30, 3))
+    assert marks == [i + 2 for i in range(0, 30, 3)]  # one mark per gap, in order
     assert recorder.dropped_by["rate"] == 20
     assert sorted(rel.released) == list(range(30))
 
@@ -107,6 +111,7 @@ def test_windows_hold_frames_until_they_leave_the_window() -> None:
     rel = Releases()
     for i in range(3):
         box.put(1, make_frame(index=i), rel(i))
+    assert isinstance(box.take(0), Mark)  # frame 0 fills the window: no call for it
     first = box.take(0)
     second = box.take(0)
     assert [f.index for f in first.payload] == [0, 1]

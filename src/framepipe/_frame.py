@@ -73,6 +73,9 @@ class Frame:
         results: outputs of upstream stages, keyed by stage name. Lent, like
             ``image``: inside a pipeline it is a read-only dict whose arrays are
             read-only, so no consumer can change what its siblings see.
+        late: True for a frame a join (``join="merge"``, real time) delivers
+            after it already wrote that frame with the inputs that were on
+            time: it carries only the results of the input that came late.
     """
 
     image: np.ndarray
@@ -83,6 +86,7 @@ class Frame:
     results: dict[str, Any] = field(default_factory=dict)
     #: What the transport needs to move and release this frame's data (opaque here).
     _handles: tuple[Any, ...] = field(default=(), repr=False)
+    late: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -106,12 +110,42 @@ class Frame:
                 return value
         return self.image
 
+    def derive(
+        self,
+        results: dict[str, Any] | None = None,
+        *,
+        image: np.ndarray | None = None,
+        handles: tuple[Any, ...] | None = None,
+        late: bool | None = None,
+    ) -> Frame:
+        """This frame with other results (lent), image, handles or lateness.
+
+        The one way framepipe builds a frame from another: the identity (source,
+        index, pts, timestamp) is carried, results are read-only, and the
+        transport's handles go along unless new ones are given.
+        """
+        if results is None:
+            results = self.results
+        elif type(results) is not ReadOnlyResults:
+            results = lent(dict(results))
+        return Frame(
+            self.image if image is None else image,
+            self.index,
+            self.pts,
+            self.timestamp,
+            self.source,
+            results,
+            self._handles if handles is None else handles,
+            self.late if late is None else late,
+        )
+
     def __repr__(self) -> str:
         h, w = self.shape
         keys = ", ".join(self.results) or "-"
+        late = ", late" if self.late else ""
         return (
             f"Frame(source={self.source!r}, index={self.index}, pts={self.pts:.3f}, "
-            f"{w}x{h}, results=[{keys}])"
+            f"{w}x{h}, results=[{keys}]{late})"
         )
 
 
@@ -122,12 +156,4 @@ def with_result(frame: Frame, name: str, value: Any) -> Frame:
     if isinstance(value, np.ndarray) and value.flags.writeable:
         value = read_only(value)
     set_result(results, name, value)
-    return Frame(
-        frame.image,
-        frame.index,
-        frame.pts,
-        frame.timestamp,
-        frame.source,
-        results,
-        frame._handles,
-    )
+    return frame.derive(results)

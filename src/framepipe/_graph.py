@@ -233,7 +233,8 @@ class Pipeline:
         # losing them quietly, and a frame reaching it through several inputs is written once.
         options.setdefault("on_error", "stop")
         if len(inputs) > 1:
-            options.setdefault("join", "merge")
+            # A sink that shows each input apart (the web view) takes them one by one.
+            options.setdefault("join", getattr(sink, "join", "merge"))
         return self._add(Node(self, name, "sink", sink, inputs, self._options(name, options)))
 
     @property
@@ -277,6 +278,7 @@ class Pipeline:
 
     def _options(self, name: str, options: dict[str, Any]) -> NodeOptions:
         known = {"fps", "interval", "window", "policy", "max_age", "on_error", "join", "executor"}
+        known |= {"join_wait"}
         known |= {"resources", "transfer", "jpeg_quality"}  # executor="ray"
         known |= {"cost"}  # mode="replay"
         unknown = set(options) - known

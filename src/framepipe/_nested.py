@@ -6,7 +6,7 @@ from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
 from ._errors import GraphError
-from ._frame import Frame, lent
+from ._frame import Frame
 from ._policy import NodeOptions, RateSelector
 from ._stage import Stage, StageContext
 
@@ -122,9 +122,7 @@ class NestedPipeline(Stage):
             results: dict[str, Any] = {}
             for f in upstream:
                 results.update(f.results)
-            current = Frame(
-                frame.image, frame.index, frame.pts, frame.timestamp, frame.source, lent(results)
-            )
+            current = frame.derive(results)
             began = perf_counter()
             try:
                 value = stage.process(current)
@@ -137,14 +135,7 @@ class NestedPipeline(Stage):
                 recorder.record_one(done, done - began, time() - frame.timestamp)
             if value is not None:
                 out[name] = value
-                produced[name] = Frame(
-                    frame.image,
-                    frame.index,
-                    frame.pts,
-                    frame.timestamp,
-                    frame.source,
-                    lent({**results, name: value}),
-                )
+                produced[name] = frame.derive({**results, name: value})
         return out or None
 
     def teardown(self) -> None:

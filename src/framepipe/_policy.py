@@ -200,6 +200,9 @@ class NodeOptions:
     max_age: float | None = None  # seconds
     on_error: str = "skip"
     join: str = "each"
+    #: Real time: how long a ``merge`` holds a frame for its other inputs (seconds;
+    #: None: one frame interval of its source).
+    join_wait: float | None = None
     executor: str | None = None
     # executor="ray" (see framepipe.runtime._ray): where a node may run, and what
     # its input edges carry between machines.
@@ -221,6 +224,7 @@ class NodeOptions:
         max_age: float | None = None,
         on_error: str = "skip",
         join: str = "each",
+        join_wait: float | None = None,
         executor: str | None = None,
         resources: Mapping[str, float] | None = None,
         transfer: Mapping[str, str] | str | None = None,
@@ -253,6 +257,19 @@ class NodeOptions:
             raise GraphError(
                 f"node {node!r}: join must be 'each', 'merge' or 'latest', got {join!r}"
             )
+        if join_wait is not None:
+            if isinstance(join_wait, bool) or not isinstance(join_wait, int | float):
+                raise GraphError(
+                    f"node {node!r}: join_wait must be milliseconds >= 0, got {join_wait!r}"
+                )
+            if not join_wait >= 0:
+                raise GraphError(
+                    f"node {node!r}: join_wait must be milliseconds >= 0, got {join_wait!r}"
+                )
+            if join != "merge":
+                raise GraphError(
+                    f"node {node!r}: join_wait= applies to join='merge', not join={join!r}"
+                )
         if executor is not None:
             from .runtime._registry import check_executor
 
@@ -277,6 +294,7 @@ class NodeOptions:
             max_age=None if max_age is None else max_age / 1000.0,
             on_error=on_error,
             join=join,
+            join_wait=None if join_wait is None else join_wait / 1000.0,
             executor=executor,
             resources=resources,
             transfer=transfer,

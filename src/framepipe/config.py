@@ -105,6 +105,7 @@ NODE_OPTIONS = (
     "policy",
     "max_age",
     "join",
+    "join_wait",
     "on_error",
     "executor",
     "cost",
@@ -173,6 +174,7 @@ class StageSpec(_NodeSpec):
     policy: Any = None
     max_age: PositiveFloat | None = Field(default=None, description="milliseconds")
     join: Literal["each", "merge", "latest"] | None = None
+    join_wait: PositiveFloat | None = Field(default=None, description="milliseconds")
     on_error: Literal["skip", "stop", "restart"] | None = None
     executor: str | None = None
     resources: dict[str, PositiveFloat] | None = None  # executor: ray

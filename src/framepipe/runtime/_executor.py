@@ -221,7 +221,7 @@ class SupervisedExecutor(Executor):
             placement=dict(self.placement),
             mode=plan.mode,
             start=plan.start,
-            sources_upstream={n: plan.sources_upstream(n) for n in names},
+            sources_upstream={n: plan.sources_upstream(n) for n in plan.order},
             needed_fps={n: plan.needed_fps(n) for n in names},
             log_level=logging.getLogger("framepipe").getEffectiveLevel(),
             clock=plan.clock,

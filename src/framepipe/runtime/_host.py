@@ -184,7 +184,10 @@ class Host:
         for edge in spec.edges:
             if self.here(edge.downstream):
                 self.inboxes[edge.downstream].add_edge(
-                    edge.id, edge.upstream, self._policy(edge.policy)
+                    edge.id,
+                    edge.upstream,
+                    self._policy(edge.policy),
+                    sources=spec.sources_upstream.get(edge.upstream),
                 )
         # Consumers first, so inline producers can hold direct references to them.
         for node in reversed(spec.nodes):
@@ -533,7 +536,7 @@ class Host:
             self.spec.edges.append(edge)
             if self.here(edge.downstream):
                 self.inboxes[edge.downstream].add_edge(
-                    edge.id, edge.upstream, self._policy(edge.policy)
+                    edge.id, edge.upstream, self._policy(edge.policy), sources=(edge.upstream,)
                 )
         self._build_runner(node, edges)
         self.connect(addresses or {})

@@ -34,6 +34,9 @@ class LocalOutlet:
         release = self.lease(frame, self.edge_id) if (self.lease and frame._handles) else None
         self.inbox.put(self.edge_id, frame, release, self.stop, sent, handed)
 
+    def advance(self, source: str, index: int, pts: float) -> None:
+        self.inbox.advance(self.edge_id, source, index, pts)
+
     def end(self) -> None:
         self.inbox.end(self.edge_id)
 
@@ -47,6 +50,9 @@ class DirectOutlet:
         self.runner, self.edge_id = runner, edge_id
         # The consumer's own method: one call less per hop on the inline hot path.
         self.deliver: Callable[[Frame], None] = runner.accept
+
+    def advance(self, source: str, index: int, pts: float) -> None:
+        self.runner.advance(source, index, pts)
 
     def end(self) -> None:
         self.runner.inbox.end(self.edge_id)

@@ -44,7 +44,7 @@ import cloudpickle
 import numpy as np
 
 from .._errors import FramepipeError, GraphError, WorkerError
-from .._frame import Frame
+from .._frame import Frame, lent
 from .._graph import Edge, Node, Plan
 from .._policy import RateSelector
 from ..stats import NodeStats
@@ -52,6 +52,7 @@ from ..transport import _shm
 from ..transport._seam import Exporter, SourceBuffers
 from ._executor import SupervisedExecutor
 from ._host import ForwardLogs, Host, HostSpec, Reporter, obey, portable
+from ._inbox import Mark
 from ._messages import (
     AddSource,
     Connect,
@@ -280,14 +281,14 @@ def unpack(item: tuple[Any, ...]) -> Frame:
         image = np.broadcast_to(np.zeros((), dtype), shape)
     if image.flags.writeable:
         image.flags.writeable = False
-    return Frame(image, index, pts, timestamp, source, dict(results))
+    return Frame(image, index, pts, timestamp, source, lent(dict(results)))
 
 
 @dataclass(slots=True)
 class Batch:
     """What one ``take`` returns: the frames waiting, drops since the last batch, the end."""
 
-    frames: list[tuple[Any, ...]]
+    frames: list[Any]  # packed frames and ``Mark``s, in order
     dropped: int
     skipped: int
     ended: bool
@@ -317,7 +318,7 @@ class Outbox:
         # Frames the consumer's rate would not select never cross the network.
         self.rate = RateSelector(fps) if fps else None
         self.stop = stop
-        self.frames: deque[Frame] = deque()
+        self.frames: deque[Frame | Mark] = deque()
         self.cond = threading.Condition()
         self.ended = False
         self.dropped = 0
@@ -330,6 +331,7 @@ class Outbox:
                 return
             if self.rate is not None and not self.rate.select(frame.source, frame.pts):
                 self.skipped += 1
+                self._mark(frame.source, frame.index, frame.pts)
                 return
             if len(self.frames) >= self.policy.size:
                 if self.policy.overflow == "block":
@@ -346,6 +348,20 @@ class Outbox:
                     self.frames.popleft()
                     self.dropped += 1
             self.frames.append(frame)
+            self.cond.notify_all()
+
+    def advance(self, source: str, index: int, pts: float) -> None:
+        with self.cond:
+            if not self.ended:
+                self._mark(source, index, pts)
+
+    def _mark(self, source: str, index: int, pts: float) -> None:
+        # Watermarks go in order with the frames; one between two frames is enough.
+        last = self.frames[-1] if self.frames else None
+        if type(last) is Mark and last.source == source:
+            last.index, last.pts = max(last.index, index), pts
+        else:
+            self.frames.append(Mark(source, index, pts))
             self.cond.notify_all()
 
     def end(self) -> None:
@@ -378,8 +394,12 @@ class Outbox:
             self.dropped = self.skipped = 0
             ended = self.ended
             self.cond.notify_all()  # a blocked producer may go on
+        jpegs = self.jpegs
         return Batch(
-            [pack(f, self.kind, self.quality, self.jpegs) for f in frames], dropped, skipped, ended
+            [f if isinstance(f, Mark) else pack(f, self.kind, self.quality, jpegs) for f in frames],
+            dropped,
+            skipped,
+            ended,
         )
 
 
@@ -459,7 +479,9 @@ class RayHost(Host):
                 if batch.skipped:
                     inbox.recorder.drop("rate", batch.skipped)
                 for item in batch.frames:
-                    if not inbox.put(edge.id, unpack(item), None, self.stop_event):
+                    if type(item) is Mark:
+                        inbox.advance(edge.id, item.source, item.index, item.pts)
+                    elif not inbox.put(edge.id, unpack(item), None, self.stop_event):
                         return
                 if batch.ended:
                     return
@@ -500,7 +522,7 @@ class RayHost(Host):
             self.spec.edges.append(edge)
             if self.here(edge.downstream):
                 self.inboxes[edge.downstream].add_edge(
-                    edge.id, edge.upstream, self._policy(edge.policy)
+                    edge.id, edge.upstream, self._policy(edge.policy), sources=(edge.upstream,)
                 )
         self.connect(peers)
 

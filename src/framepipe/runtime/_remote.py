@@ -42,6 +42,7 @@ from ._inbox import Inbox
 WINDOW_SLACK = 2
 _END = b"E"  # followed by "<policy drops> <stop drops>" not yet reported
 _CREDIT = b"C"
+_MARK = b"M"  # followed by a pickled (source, index, pts): a watermark (see ``_inbox``)
 
 
 class EdgeError(Exception):
@@ -223,6 +224,15 @@ class RemoteOutlet:
             # The consumer is gone; its death is reported by the run's supervisor.
             self.dead = True
 
+    def advance(self, source: str, index: int, pts: float) -> None:
+        """Send a watermark: it takes no credit (the consumer holds nothing for it)."""
+        if self.dead or self.conn is None:
+            return
+        try:
+            self.conn.send_bytes(_MARK + pickle.dumps((source, index, pts)))
+        except (OSError, EOFError):
+            self.dead = True
+
     def end(self) -> None:
         if self.conn is None or self.dead:
             return
@@ -254,7 +264,7 @@ def receive(
         return
     inbox = inboxes[downstream]
     if not inbox.has_edge(edge_id):  # a source added while running
-        inbox.add_edge(edge_id, upstream, Queue(size, overflow))
+        inbox.add_edge(edge_id, upstream, Queue(size, overflow), sources=(upstream,))
     lock = threading.Lock()
     lossless = overflow == "block"
     # A lossless edge credits in batches of half its window: a message for every few
@@ -287,6 +297,9 @@ def receive(
                 if stopped:
                     inbox.recorder.drop("stop", stopped)
                 break
+            if data[:1] == _MARK:
+                inbox.advance(edge_id, *pickle.loads(data[1:]))
+                continue
             try:
                 frame, skipped = decode(data, shared)
             except EdgeError as exc:

@@ -45,7 +45,7 @@ from .._policy import Queue
 from ..stats import StatsRecorder
 from ._executor import LocalExecutor
 from ._host import Host, HostSpec
-from ._inbox import Work
+from ._inbox import Mark
 from ._messages import Report
 from ._outlets import LocalOutlet
 from ._runners import NodeRunner
@@ -57,7 +57,8 @@ Cost = float | Callable[[Any], float]
 
 # Event kinds, in the order they are handled when they fall on the same instant:
 # a worker that finishes frees itself before the next frame arrives.
-_DONE, _FRAME = 0, 1
+# A held join frame falling due wakes the simulation last.
+_DONE, _FRAME, _WAKE = 0, 1, 2
 
 
 class SimClock:
@@ -125,11 +126,14 @@ class _Outlet:
 
     __slots__ = ("edge", "pending")
 
-    def __init__(self, edge: LocalOutlet, pending: deque[tuple[LocalOutlet, Frame]]) -> None:
+    def __init__(self, edge: LocalOutlet, pending: deque[tuple[LocalOutlet, Frame | Mark]]) -> None:
         self.edge, self.pending = edge, pending
 
     def deliver(self, frame: Frame) -> None:
         self.pending.append((self.edge, frame))
+
+    def advance(self, source: str, index: int, pts: float) -> None:
+        self.pending.append((self.edge, Mark(source, index, pts)))
 
     def end(self) -> None:
         self.edge.end()
@@ -257,7 +261,7 @@ class ReplayHost(Host):
         self.costs = costs
         self.duration = duration
         self.gil_probe = gil_probe
-        self.pending: dict[str, deque[tuple[LocalOutlet, Frame]]] = {}
+        self.pending: dict[str, deque[tuple[LocalOutlet, Frame | Mark]]] = {}
         self.measured: dict[str, _Measure] = {}
         self._busy: set[str] = set()  # nodes working on a batch
         self._held: set[str] = set()  # producers waiting on a full ``block`` edge
@@ -265,6 +269,7 @@ class ReplayHost(Host):
         self._seq = 0
         self._next: dict[str, tuple[Any, float]] = {}  # source -> (image, pts) due next
         self._origin: dict[str, float] = {}  # source -> pts of its first frame
+        self._wakes: dict[str, float] = {}  # node -> the join deadline it wakes at
         super().__init__(spec, stop=stop, report=report, sink_context=sink_context)
 
     # -- the build's hooks ------------------------------------------------------------
@@ -306,7 +311,7 @@ class ReplayHost(Host):
                 self._busy.discard(name)
                 if not self._flush(name):
                     self._held.add(name)
-            else:
+            elif kind == _FRAME:
                 self._emit(name)
             self._dispatch()
         for source in self.sources.values():
@@ -367,6 +372,10 @@ class ReplayHost(Host):
         pending = self.pending[name]
         while pending:
             edge, frame = pending[0]
+            if isinstance(frame, Mark):
+                pending.popleft()
+                edge.advance(frame.source, frame.index, frame.pts)
+                continue
             if edge.inbox.full(edge.edge_id):
                 return False
             pending.popleft()
@@ -396,11 +405,30 @@ class ReplayHost(Host):
                     continue
                 progressed = True
                 self._work(name, runner, items)
+        self._wake_at_deadlines()
 
-    def _work(self, name: str, runner: NodeRunner, items: list[Work]) -> None:
+    def _wake_at_deadlines(self) -> None:
+        """A join holding a frame for a late input lets it go at its deadline: the
+        simulation wakes then, as a worker's timed wait would."""
+        for name, inbox in self.inboxes.items():
+            due = inbox.deadline
+            if due is not None and due > self.clock.now and self._wakes.get(name) != due:
+                self._wakes[name] = due
+                self._schedule(due, _WAKE, name)
+
+    def _work(self, name: str, runner: NodeRunner, items: list[Any]) -> None:
         now = self.clock.now
+        if all(type(item) is Mark for item in items):  # watermarks cost nothing
+            runner.handle(items)
+            if not self._flush(name):
+                self._held.add(name)
+            return
         try:
-            cost = sum(_seconds(name, self.costs[name](item.payload)) for item in items)
+            cost = sum(
+                _seconds(name, self.costs[name](item.payload))
+                for item in items
+                if type(item) is not Mark
+            )
         except Exception as exc:
             for item in items:
                 item.done()

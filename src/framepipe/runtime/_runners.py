@@ -39,7 +39,7 @@ from ..sources._base import Source, SourceContext
 from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
 from ._clock import SYSTEM_CLOCK, Clock
-from ._inbox import EMPTY, Inbox, Ticket, Work
+from ._inbox import EMPTY, Inbox, Mark, Ticket, Work
 from ._outlets import handoffs
 from ._remote import EdgeError
 
@@ -54,6 +54,8 @@ class Outlet(Protocol):
     edge_id: int
 
     def deliver(self, frame: Frame) -> None: ...
+
+    def advance(self, source: str, index: int, pts: float) -> None: ...
 
     def end(self) -> None: ...
 
@@ -527,13 +529,15 @@ class NodeRunner:
         if first is None or first is EMPTY:
             return first
         items = [first]
-        if self.batch > 1:
-            deadline = time.monotonic() + self.max_wait
+        if self.batch > 1 and type(first) is not Mark:
+            deadline = self.clock.time() + self.max_wait
             while len(items) < self.batch:
-                more = self.inbox.take(max(0.0, deadline - time.monotonic()))
+                more = self.inbox.take(max(0.0, deadline - self.clock.time()))
                 if more is None or more is EMPTY:
                     break
                 items.append(more)
+                if type(more) is Mark:
+                    break  # passed on after the batch, in order
         return items
 
     def poll(self) -> list[Work] | None:
@@ -545,10 +549,18 @@ class NodeRunner:
             return None
         return None if items is EMPTY else items
 
-    def handle(self, items: list[Work]) -> None:
+    def handle(self, items: list[Any]) -> None:
         """Process a batch (usually of one) and forward the results."""
         if len(items) == 1:
             self._handle_one(items[0])
+            return
+        marks = [item for item in items if type(item) is Mark]
+        if marks:
+            items = [item for item in items if type(item) is not Mark]
+            if items:
+                self.handle(items)
+            for mark in marks:
+                self.advance(mark.source, mark.index, mark.pts)
             return
         now = self.clock.time()
         began = time.perf_counter()
@@ -572,6 +584,7 @@ class NodeRunner:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             self._failed(exc, len(items))
+            self._decided(items[-1].frame)
             return
         took = time.perf_counter() - began
         ages = [now - item.frame.timestamp for item in items]
@@ -579,14 +592,19 @@ class NodeRunner:
         self.recorder.record(latency=took, age=max(ages), wait=wait, count=len(items))
         try:
             for item, value in zip(items, values, strict=True):
-                if value is not None and not self.failed:
+                if value is None:
+                    self._decided(item.frame)
+                elif not self.failed:
                     self.forward(item.frame, value)
         finally:
             for item in items:
                 item.done()
 
-    def _handle_one(self, item: Work) -> None:
+    def _handle_one(self, item: Any) -> None:
         """``handle`` for one work item: the per-frame path of threads and workers."""
+        if type(item) is Mark:
+            self.advance(item.source, item.index, item.pts)
+            return
         now = self._now()
         began = perf_counter()
         try:
@@ -594,6 +612,7 @@ class NodeRunner:
         except Exception as exc:
             item.done()
             self._failed(exc, 1)
+            self._decided(item.frame)
             return
         except BaseException:
             item.done()
@@ -603,7 +622,9 @@ class NodeRunner:
             done, done - began, now - item.frame.timestamp, began - item.arrived
         )
         try:
-            if value is not None and not self.failed:
+            if value is None:
+                self._decided(item.frame)
+            elif not self.failed:
                 self.forward(item.frame, value)
         finally:
             item.done()
@@ -628,11 +649,13 @@ class NodeRunner:
             began = perf_counter()
         age = now - frame.timestamp
         if self._selective and not self._selected(frame, age):
+            self._decided(frame)
             return
         try:
             value = self._call(frame)  # bound at setup: the hot path of inline runs
         except Exception as exc:
             self._failed(exc, 1)
+            self._decided(frame)
             return
         done = perf_counter()
         recorder = self.recorder  # ``record_one``, inlined: the per-hop path
@@ -641,6 +664,7 @@ class NodeRunner:
         if recorder.processed >= recorder.fold_at:
             recorder.fold()
         if value is None:
+            self._decided(frame)
             return
         if not self._forwards_here:
             self.forward(frame, value)
@@ -652,15 +676,7 @@ class NodeRunner:
             if isinstance(value, ndarray) and value.flags.writeable:
                 value = read_only(value)
             set_result(results, self.name, value)
-            out = Frame(
-                frame.image,
-                frame.index,
-                frame.pts,
-                frame.timestamp,
-                frame.source,
-                results,
-                frame._handles,
-            )
+            out = frame.derive(results)
             if self._handoffs is not None:
                 now += done - began
                 for hand in self._handoffs:
@@ -672,6 +688,24 @@ class NodeRunner:
             return  # the run stopped while waiting for a slot: the frame is not sent
         except Exception as exc:
             self._fatal(exc, "could not pass its result on")
+
+    def advance(self, source: str, index: int, pts: float) -> None:
+        """Pass on a watermark: nothing more comes from here for frames of ``source`` up
+        to ``index`` (see ``_inbox``). Inline, a producer calls it directly."""
+        if self.ended:
+            return
+        try:
+            for outlet in self.outlets:
+                outlet.advance(source, index, pts)
+        except Stopping:
+            return
+        except Exception as exc:
+            self._fatal(exc, "could not pass a watermark on")
+
+    def _decided(self, frame: Frame) -> None:
+        """``frame`` goes no further from here: tell the joins downstream at once."""
+        if self.outlets:
+            self.advance(frame.source, frame.index, frame.pts)
 
     def _selected(self, frame: Frame, age: float) -> bool:
         """Whether ``accept`` processes ``frame``: its ``fps=`` and ``max_age`` say so."""

@@ -68,6 +68,10 @@ class Sink(ABC):
     in_caller_process: bool = False
     #: Whether ``write`` reads ``frame.image`` (see ``Stage.reads_pixels``).
     reads_pixels: bool = True
+    #: The default ``join=`` when the sink has several inputs: ``"merge"`` writes each
+    #: frame once with all its results; a sink that shows each input apart (the web
+    #: view) says ``"each"``, so a join never hides an input from it.
+    join: str = "merge"
 
     def open(self) -> None:
         """Acquire resources. Called once, inside the worker."""

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .._frame import Frame, lent
+from .._frame import Frame
 from ._seam import Stopping
 
 #: Result arrays at least this big travel in shared memory instead of pickled.
@@ -533,15 +533,7 @@ class SharedFrames:
             for handle in created:
                 self.release_owner(handle)
 
-        out = Frame(
-            image,
-            frame.index,
-            frame.pts,
-            frame.timestamp,
-            frame.source,
-            lent(results) if results is not None else frame.results,
-            tuple(handles + created),
-        )
+        out = frame.derive(results, image=image, handles=tuple(handles + created))
         return out, done
 
     def in_use(self) -> int:

@@ -76,6 +76,7 @@ class Web(Sink):
     """
 
     in_caller_process = True
+    join = "each"  # every input is a video of its own
 
     def __init__(
         self,
