@@ -105,3 +105,40 @@ class MarkerSink(fp.sinks.Sink):
     def close(self) -> None:
         self.fh.write("closed\n")
         self.fh.close()
+
+
+class EvenOnly(fp.Stage):
+    """The frame's index on even frames; ``None`` (nothing passed on) on odd ones."""
+
+    def process(self, frame: fp.Frame) -> int | None:
+        return frame.index if frame.index % 2 == 0 else None
+
+
+class Filled(fp.Stage):
+    """A 64 KiB array filled with a value of the frame's index (``salt`` varies it): large
+    enough to travel through shared memory between processes."""
+
+    def __init__(self, salt: int) -> None:
+        self.salt = salt
+
+    def process(self, frame: fp.Frame) -> object:
+        import numpy as np
+
+        return np.full((128, 128, 4), (frame.index * self.salt) % 251, np.uint8)
+
+
+class SlowRead:
+    """A file-like frame callable that takes ``seconds`` to read each frame (a decoder
+    slower than its video's frame rate)."""
+
+    def __init__(self, seconds: float, frames: int) -> None:
+        self.seconds, self.frames, self.read = seconds, frames, 0
+
+    def __call__(self) -> object:
+        import numpy as np
+
+        if self.read >= self.frames:
+            return None
+        time.sleep(self.seconds)
+        self.read += 1
+        return np.zeros((48, 64, 3), np.uint8)

@@ -98,6 +98,7 @@ def encode(frame: Frame, skipped: int = 0) -> bytes:
         results,
         frame._handles,
         skipped,
+        frame.late,
     )
     try:
         return pickle.dumps(message, protocol=5)
@@ -112,7 +113,7 @@ def encode(frame: Frame, skipped: int = 0) -> bytes:
 def decode(data: bytes, shared: SharedFrames) -> tuple[Frame, int]:
     """The frame, and how many frames the producer dropped for this edge before it."""
     try:
-        index, pts, timestamp, source, results, handles, skipped = pickle.loads(data)
+        index, pts, timestamp, source, results, handles, skipped, late = pickle.loads(data)
     except Exception as exc:
         raise EdgeError(f"{type(exc).__name__}: {exc}") from exc
     image = None
@@ -124,7 +125,7 @@ def decode(data: bytes, shared: SharedFrames) -> tuple[Frame, int]:
             image = view
     if image is None:
         raise EdgeError("a frame crossed processes without its image handle")
-    return Frame(image, index, pts, timestamp, source, lent(results), handles), skipped
+    return Frame(image, index, pts, timestamp, source, lent(results), handles, late), skipped
 
 
 class RemoteOutlet:

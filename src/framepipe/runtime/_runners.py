@@ -226,7 +226,7 @@ class SourceRunner:
         if self._paced:
             if began is not None:  # latency counts reading and delivery, not pacing
                 read_time, began = perf_counter() - began, None
-            if not self._pace(pts):
+            if not self._pace(pts, read_time):
                 self.recorder.drop("late")
                 self.buffers.close()
                 return
@@ -255,8 +255,9 @@ class SourceRunner:
         else:
             for outlet in self.outlets:
                 outlet.deliver(frame)
-        done = perf_counter()
-        self.recorder.record_one(done, done - began, 0.0)  # a replay's recorder has its own
+        # A source's latency is its own work (reading, adopting the frame), not its
+        # consumers' (inline, they run inside ``deliver``).
+        self.recorder.record_one(perf_counter(), handed - began, 0.0)  # replays: their own
         if self._awaiting_frames:
             self._report_state("running")
 
@@ -280,8 +281,15 @@ class SourceRunner:
                 self.name, f"frame {self._index}: pts must be seconds, got {_describe(pts)}"
             ) from None
 
-    def _pace(self, pts: float) -> bool:
-        """Wait until the frame's media time is due; False if it is already a frame late."""
+    def _pace(self, pts: float, read_time: float = 0.0) -> bool:
+        """Wait until the frame's media time is due; False if it is already a frame late.
+
+        A source that reads slower than its frame rate (``read_time``: this frame's
+        read) delivers at its own rate: its lateness comes from reading, which
+        dropping cannot win back, so the clock is re-based on the frame instead.
+        Lateness from elsewhere (a stall, consumers in this thread) drops frames
+        until the source has caught up with its media time again.
+        """
         now = self.clock.monotonic()
         if self._pace_origin is None:
             self._pace_origin = (now, pts)
@@ -292,7 +300,12 @@ class SourceRunner:
         if due > now:
             self.clock.wait(self.removed, due - now)
             return True
-        return now - due <= max(interval, 0.005) * 1.5
+        if now - due <= max(interval, 0.005) * 1.5:
+            return True
+        if interval > 0 and read_time >= 0.9 * interval:
+            self._pace_origin = (now, pts)
+            return True
+        return False
 
     def _fail(self, exc: BaseException, what: str) -> None:
         error = node_error(self.node, exc, what)

@@ -90,18 +90,23 @@ def frame_record(frame: Frame, nodes: Iterable[str]) -> dict[str, Any] | None:
 
     The record is ``{"source", "index", "pts", "timestamp", "results"}``, ``results``
     holding ``to_json(frame.results[node])`` for each node of ``nodes`` the frame has a
-    result of. JSON Lines files hold one record a line; webhooks post lists of them.
+    result of. JSON Lines files hold one record a line; webhooks post lists of them. A
+    result that reached a real-time join after its frame was written (``frame.late``)
+    gets a record of its own with ``"late": true``.
     """
     results = {node: _convert(frame.results[node], 0) for node in nodes if node in frame.results}
     if not results:
         return None
-    return {
+    record = {
         "source": frame.source,
         "index": int(frame.index),
         "pts": _convert(float(frame.pts), 0),
         "timestamp": _convert(float(frame.timestamp), 0),
         "results": results,
     }
+    if frame.late:
+        record["late"] = True
+    return record
 
 
 def _convert(value: Any, depth: int) -> Any:

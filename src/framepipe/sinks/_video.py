@@ -193,6 +193,8 @@ class VideoFile(Sink):
             raise SinkError(self.context.name, self._broken)
         if self._container is None:
             raise SinkError(self.context.name, "write() before open() or after close()")
+        if frame.late:
+            return  # its picture is already in the video: a late result adds no frame
         image = frame.display_image
         if self._stream is None:
             try:
