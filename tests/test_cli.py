@@ -22,6 +22,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import framepipe as fp
+from child_signals import default_signals
 from framepipe import cli
 from framepipe.config import RunOptions
 
@@ -70,6 +71,7 @@ def start(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,  # some tests send Ctrl-C: never an inherited SIG_IGN
     )
     started.append(process)
     return process

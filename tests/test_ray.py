@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import framepipe as fp
+from child_signals import default_signals
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'framepipe[ray]')")
 
@@ -459,6 +460,7 @@ def test_ctrl_c_and_sigterm_leave_nothing_on_the_cluster(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,  # the signal is sent: never an inherited SIG_IGN
     )
     try:
         assert child.stdout is not None

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from child_signals import default_signals
 from test_cli import shm_prefix
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +58,7 @@ class Program:
             text=True,
             env=env,
             start_new_session=True,
+            preexec_fn=default_signals,  # Ctrl-C is sent: never inherit an ignored SIGINT
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if line.strip() != "running":

@@ -147,7 +147,10 @@ class Pipeline:
       input edge (see ``framepipe._policy``); ``max_age=`` milliseconds.
     - ``join=``: ``"each"``, ``"merge"`` or ``"latest"`` for several inputs; stages
       default to ``"each"``, sinks to ``"merge"`` (each frame written once, with the
-      results of all its inputs).
+      results of all its inputs; a sink's own ``join`` attribute can say otherwise).
+      ``join_wait=`` milliseconds: in real time, the most a merge holds a frame for
+      its other inputs (default: one frame interval of its source); see
+      docs/concepts.md, "Joins by watermark".
     - ``on_error=``: ``"skip"``, ``"stop"`` or ``"restart"``; stages default to
       ``"skip"``, sinks to ``"stop"`` (a sink that cannot write, e.g. on a full disk,
       stops the run; with ``"skip"`` it counts the frames it lost and goes on).
@@ -463,7 +466,15 @@ class Pipeline:
         for target in targets:
             self._nodes[target].inputs.append(name)
         if self._run is not None and self._run.running:
-            self._run.add_source(node, targets)
+            try:
+                self._run.add_source(node, targets)
+            except BaseException:
+                # A source that could not start is not part of the pipeline either: the
+                # next run() must not run it.
+                del self._nodes[name]
+                for target in targets:
+                    self._nodes[target].inputs.remove(name)
+                raise
         return node
 
     def remove_source(self, name: str) -> None:

@@ -276,14 +276,30 @@ class Run:
                 )
             )
             self.plan.next_edge_id += 1
+        # The executors read the running plan's edges: the new ones are in it while
+        # the source starts, and taken out again if it could not.
+        came_back = node.name in self.plan.nodes  # removed earlier: its row stays
         self.plan.nodes[node.name] = node
-        self.plan.order.insert(0, node.name)
+        if not came_back:
+            self.plan.order.insert(0, node.name)
         self.plan.edges.extend(edges)
-        self._executor.add_source(node, edges)
+        try:
+            self._executor.add_source(node, edges)
+        except BaseException:
+            self._drop_edges(node.name)
+            if not came_back:
+                del self.plan.nodes[node.name]
+                self.plan.order.remove(node.name)
+            raise
 
     def remove_source(self, name: str) -> None:
         assert self._executor is not None
         self._executor.remove_source(name)
+        # Its statistics stay (the node, ended); its edges go, so the name can come back.
+        self._drop_edges(name)
+
+    def _drop_edges(self, name: str) -> None:
+        self.plan.edges[:] = [e for e in self.plan.edges if e.upstream != name]
 
     # -- context manager -------------------------------------------------------------------
 

@@ -25,8 +25,9 @@ from ._runners import ordered_stats
 
 log = logging.getLogger("framepipe")
 
-#: The host of the caller's process.
-MAIN = "main"
+#: The host of the caller's process. A node with a process of its own has its name for
+#: host id, and node names are never empty: no node can take the caller's place.
+MAIN = ""
 
 
 class Executor(ABC):

@@ -389,7 +389,7 @@ class Host:
             self._drain(list(self.runners.values()))
         except BaseException as exc:  # the scheduler's own failure: fatal, never silent
             log.error("framepipe: the inline scheduler failed", exc_info=True)
-            self.on_fatal(f"host:{self.spec.host_id}", exc)
+            self.on_fatal(f"host:{self.spec.host_id or 'caller'}", exc)
         finally:
             for source in self.sources.values():
                 source.finish()

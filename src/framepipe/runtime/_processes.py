@@ -30,14 +30,16 @@ from .._graph import Edge, Node, Plan
 from ..stats import NodeStats
 from ..transport import _shm
 from ._executor import MAIN, SupervisedExecutor
-from ._host import Host, HostSpec, host_main
+from ._host import Host, HostSpec, host_main, portable
 from ._messages import (
+    AddSource,
     Command,
     Connect,
     Done,
     Go,
     Listening,
     Ready,
+    RemoveSource,
     Report,
     Segment,
     Stats,
@@ -100,6 +102,8 @@ class ProcessExecutor(SupervisedExecutor):
         self.prefix = f"fp_{self.run_id}"
         self.socket_dir = tempfile.mkdtemp(prefix=f"framepipe-{self.run_id}-")
         self.placement = {name: self._place(plan.nodes[name]) for name in plan.order}
+        self.grouped = workers is not None
+        self._retired = 0  # workers of removed sources, kept for their stats and cleanup
         if workers is not None:  # a bounded number of worker processes
             from ._placement import group_workers
 
@@ -381,6 +385,10 @@ class ProcessExecutor(SupervisedExecutor):
             names.extend(worker.segments)
             with contextlib.suppress(OSError):
                 worker.conn.close()
+            # The process object holds a pipe to watch it by (its sentinel): closed
+            # now, not when the garbage collector gets to it.
+            with contextlib.suppress(ValueError):  # still running: join() gave up on it
+                worker.process.close()
         for name in names:
             _shm.unlink(name)
         leftover = _shm.sweep(self.prefix)
@@ -430,6 +438,14 @@ class ProcessExecutor(SupervisedExecutor):
 
     def add_source(self, node: Node, edges: list[Edge]) -> None:
         self.placement[node.name] = self._place(node)
+        group = self._group_of(edges) if self.placement[node.name] != MAIN else None
+        if group is not None:
+            # workers=: a camera goes where the stages it feeds already run.
+            self.placement[node.name] = group.host_id
+            columns = {e.id: self.columns.assign(e.id, lambda _: False) for e in edges}
+            group.nodes.append(node.name)
+            group.send(AddSource(portable(node), edges, columns, dict(self.addresses)))
+            return
         main = self.main_host if self.placement[node.name] == MAIN else None
         # A freed column is reused only once no slot of the new source's host holds
         # a flag in it (a worker of its own starts with none).
@@ -446,6 +462,16 @@ class ProcessExecutor(SupervisedExecutor):
         self._until(worker.ready.is_set, START_TIMEOUT)
         worker.send(Go())
 
+    def _group_of(self, edges: list[Edge]) -> _Worker | None:
+        """Under ``workers=``, the worker that runs every node ``edges`` lead to, if one does."""
+        if not self.grouped:
+            return None
+        hosts = {self.placement.get(edge.downstream) for edge in edges}
+        if len(hosts) != 1:
+            return None
+        worker = self.workers.get(str(hosts.pop()))
+        return worker if worker is not None and not worker.dead else None
+
     def remove_source(self, name: str) -> None:
         for edge in self.plan.edges:
             if edge.upstream == name:
@@ -453,5 +479,17 @@ class ProcessExecutor(SupervisedExecutor):
         host_id = self.placement.get(name)
         if host_id == MAIN and self.main_host is not None:
             self.main_host.remove_source(name)
-        elif host_id in self.workers:
-            self.workers[host_id].send(Stop())
+            return
+        worker = self.workers.get(host_id) if host_id is not None else None
+        if worker is None or host_id is None:
+            return
+        if worker.nodes != [name]:  # workers=: the others in its process go on
+            worker.nodes.remove(name)
+            worker.send(RemoveSource(name))
+            return
+        # Its own process ends; the name is free for a source added later.
+        with self._lock:
+            self._retired += 1
+            self.workers[f"{host_id}\0removed-{self._retired}"] = self.workers.pop(host_id)
+            self.addresses.pop(host_id, None)
+        worker.send(Stop())
