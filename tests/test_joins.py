@@ -165,7 +165,7 @@ def offline_merge(how: str, frames: int = 400) -> dict[tuple[str, int], list[tup
     a = pipe.stage("a", index_of, after=cam)
     b = pipe.stage("b", EvenOnly(), after=cam)
     # One call every 10 s of video: 300 frames apart, far beyond any queue or bound.
-    c = pipe.stage("c", index_of, after=cam, interval=10)
+    c = pipe.stage("c", Sleepy(0.3), after=cam, interval=10)  # slow, and far apart
     pipe.sink("out", fp.sinks.Callback(recorder), after=[a, b, c])
     run(pipe, how, mode="offline" if how != "replay" else "replay")
     return recorder.written()

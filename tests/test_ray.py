@@ -35,7 +35,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fram
 import stages_for_tests  # noqa: E402
 from framepipe.config import load_pipeline, parse_pipeline  # noqa: E402
 from framepipe.runtime._ray import actor_pids  # noqa: E402
-from stages_for_tests import Sleepy  # noqa: E402
+from stages_for_tests import EvenOnly, Sleepy, index_of  # noqa: E402
 
 HEAD, EDGE = "head_box", "edge_box"
 
@@ -206,6 +206,45 @@ def test_callback_sinks_run_in_the_callers_process(cluster: Cluster) -> None:
     assert seen == [(i, cluster.edge) for i in range(10)]
     assert run.stats["call"].machine.endswith("(caller)")
     assert run.stats["call"].processed == 10
+
+
+@in_namespace
+def test_an_offline_merge_across_machines_is_exact(cluster: Cluster) -> None:
+    """Watermarks cross machines: frames a branch on another machine skips (a 10 s
+    interval, ``None``) are decided at once, and each frame is written once with exactly
+    the results of the branches that carried it; frames are read-only there too."""
+    seen: list[tuple[int, tuple[str, ...], bool]] = []
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", _source(frames=360), resources={HEAD: 1})
+    a = pipe.stage("a", index_of, after=cam, resources={EDGE: 1})
+    b = pipe.stage("b", EvenOnly(), after=cam, resources={EDGE: 1})
+    # Slow: its result for frame 0 comes long after the other branches are far ahead.
+    c = pipe.stage("c", Sleepy(0.5), after=cam, interval=10, resources={EDGE: 1})
+
+    def record(frame: fp.Frame) -> None:
+        seen.append(
+            (
+                frame.index,
+                tuple(sorted(frame.results)),
+                type(frame.results).__name__ == "ReadOnlyResults",
+            )
+        )
+
+    pipe.sink("out", fp.sinks.Callback(record), after=[a, b, c])
+    pipe.run(mode="offline", executor="ray")
+    expected = [
+        (
+            i,
+            tuple(
+                sorted(
+                    {"a"} | ({"b"} if i % 2 == 0 else set()) | ({"c"} if i % 300 == 0 else set())
+                )
+            ),
+            True,
+        )
+        for i in range(360)
+    ]
+    assert sorted(seen) == expected
 
 
 @in_namespace

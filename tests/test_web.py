@@ -731,3 +731,20 @@ def test_measure_latency_and_fps_with_1_and_5_browser_clients(browser: Any, live
         assert p50 < (1000 if clients == 1 else 2000), latency
         assert stats["scene"].fps > (8 if clients == 1 else 5), stats
     print("\n" + "\n".join(report))
+
+
+def test_a_web_view_after_annotate_and_cam_serves_both(executor: str) -> None:
+    """Raw and annotated video side by side: each input is served (``/snapshot/cam``
+    answered 503 at cadd68f, the sinks' merge having folded it into ``annotate``)."""
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.Synthetic(width=64, height=48, fps=30))
+    annotate = pipe.stage("annotate", lambda f: 255 - f.image, after=cam)
+    web = fp.sinks.Web(port=0)
+    pipe.sink("web", web, after=[annotate, cam])
+    with pipe.start(mode="realtime", executor=executor):
+        assert web.wait_serving(15)
+        for node in ("cam", "annotate"):
+            snapshot = httpx.get(web.url + "snapshot/" + node, timeout=15)
+            assert snapshot.status_code == 200, node
+            image = cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape == (48, 64, 3), node

@@ -15,7 +15,7 @@ A pipeline file names its sources, stages and sinks, with their options::
         type: Detector                    # a built-in, by its name in fp.stages
         model: yolox_nano
         fps: 10                           # node options: fps, interval, window, policy,
-      - name: track                       #   max_age, join, on_error, executor
+      - name: track                       #   max_age, join, join_wait, on_error, executor
         type: Tracker
         after: [detect]                   # default: the stage above (or the first source)
       - name: brightness

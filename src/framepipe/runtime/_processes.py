@@ -79,6 +79,9 @@ class _Worker:
         self, host_id: str, nodes: list[str], process: BaseProcess, conn: Connection
     ) -> None:
         self.host_id, self.nodes, self.process, self.conn = host_id, nodes, process, conn
+        self.pid = process.pid
+        #: The process object was closed (the run's end): only ``pid`` is left of it.
+        self.closed = False
         self.address: str | None = None
         self.listening = threading.Event()
         self.ready = threading.Event()
@@ -360,14 +363,18 @@ class ProcessExecutor(SupervisedExecutor):
         self._cleanup()
         self._done.set()
 
+    def _open_workers(self) -> list[_Worker]:
+        return [worker for worker in list(self.workers.values()) if not worker.closed]
+
     def _reap(self, grace: float) -> None:
         deadline = time.monotonic() + grace
-        for worker in self.workers.values():
+        workers = self._open_workers()
+        for worker in workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
-        for worker in self.workers.values():
+        for worker in workers:
             if worker.process.is_alive():
                 worker.process.terminate()
-        for worker in self.workers.values():
+        for worker in workers:
             worker.process.join(2.0)
             if worker.process.is_alive():
                 worker.process.kill()
@@ -389,6 +396,7 @@ class ProcessExecutor(SupervisedExecutor):
             # now, not when the garbage collector gets to it.
             with contextlib.suppress(ValueError):  # still running: join() gave up on it
                 worker.process.close()
+                worker.closed = True
         for name in names:
             _shm.unlink(name)
         leftover = _shm.sweep(self.prefix)
@@ -414,11 +422,12 @@ class ProcessExecutor(SupervisedExecutor):
 
     def kill(self) -> None:
         self.request_stop()
-        for worker in self.workers.values():
+        workers = self._open_workers()
+        for worker in workers:
             if worker.process.is_alive():
                 worker.process.terminate()
         deadline = time.monotonic() + 3.0
-        for worker in self.workers.values():
+        for worker in workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
                 worker.process.kill()
@@ -428,10 +437,10 @@ class ProcessExecutor(SupervisedExecutor):
 
     def worker_pids(self) -> dict[str, int]:
         return {
-            node: worker.process.pid
+            node: worker.pid
             for worker in list(self.workers.values())
             for node in worker.nodes
-            if worker.process.pid is not None
+            if worker.pid is not None
         }
 
     # -- hot add / remove ----------------------------------------------------------------------
