@@ -384,8 +384,7 @@ class Host:
             for source in self.sources.values():
                 source.finish()
             if self.stop_event.is_set():
-                for inbox in self.inboxes.values():
-                    inbox.close()
+                self._close_inboxes()
             self._drain(list(self.runners.values()))
         except BaseException as exc:  # the scheduler's own failure: fatal, never silent
             log.error("framepipe: the inline scheduler failed", exc_info=True)
@@ -443,8 +442,17 @@ class Host:
         self.stopped.set()
         for source in list(self.sources.values()):
             source.remove()
-        for inbox in self.inboxes.values():
-            inbox.close()
+        self._close_inboxes()
+
+    def _close_inboxes(self) -> None:
+        """Stages drop what waits; sinks first write what they already hold (the stop
+        rule: bounded by ``STOP_DRAIN``, the rest counted as ``stop`` drops)."""
+        for name, inbox in self.inboxes.items():
+            runner = self.runners.get(name)
+            if runner is not None and runner.kind == "sink":
+                inbox.drain()
+            else:
+                inbox.close()
 
     def on_fatal(self, node: str, error: BaseException) -> None:
         """A node failed: the run stops (a source's failure only ends that source)."""

@@ -60,6 +60,8 @@ LATEST_HISTORY = 64
 WRITTEN_MEMORY = 1024
 #: A real-time ``merge``'s wait for a source whose frame interval is not known yet.
 DEFAULT_JOIN_WAIT = 0.1
+#: At a stop, how long a sink may go on writing what its inbox already holds (seconds).
+STOP_DRAIN = 2.0
 
 
 class Mark:
@@ -218,6 +220,7 @@ class Inbox:
         self._wakeup = threading.Lock()
         self._wakeup.acquire()
         self._closed = False
+        self._drain_until: float | None = None  # set by ``drain``: stopping, still writing
         self._seq = 0
         self._rate = RateSelector(options.fps) if options.fps else None
         self._window = WindowSampler(options.window) if options.window else None
@@ -309,9 +312,26 @@ class Inbox:
             self._wake_taker()
             self._cond.notify_all()
 
+    def drain(self, seconds: float = STOP_DRAIN) -> None:
+        """Stop, but let the worker take what is already here for up to ``seconds``
+        (a sink writes what it holds): nothing more is accepted, joins stop waiting,
+        and whatever is left at the deadline is dropped as ``stop`` (``close``)."""
+        with self._lock:
+            if self._closed or self._drain_until is not None:
+                return
+            self._drain_until = time.monotonic() + seconds
+            for edge in self._edges.values():
+                edge.ended = True  # nothing more comes: a join writes what it has
+            self._wake_taker()
+            self._cond.notify_all()
+
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def _stopping(self) -> bool:
+        return self._closed or self._drain_until is not None
 
     # -- producers -------------------------------------------------------------
 
@@ -345,7 +365,7 @@ class Inbox:
         lock.acquire()  # not ``with``: half the cost, on the per-frame path
         try:
             edge = self._edges[edge_id]
-            if self._closed:
+            if self._closed or self._drain_until is not None:
                 self.recorder.drop("stop")
                 self._give_back(edge, ticket)
                 return False
@@ -368,7 +388,7 @@ class Inbox:
             policy = edge.policy
             if len(edge.entries) >= policy.size:
                 if policy.overflow == "block":
-                    while len(edge.entries) >= policy.size and not self._closed:
+                    while len(edge.entries) >= policy.size and not self._stopping:
                         if stop is not None and stop.is_set():
                             break
                         self._putters += 1
@@ -376,7 +396,7 @@ class Inbox:
                             self._cond.wait()  # close() (every stop closes) or a take wakes it
                         finally:
                             self._putters -= 1
-                    if self._closed or (stop is not None and stop.is_set()):
+                    if self._stopping or (stop is not None and stop.is_set()):
                         self.recorder.drop("stop")
                         self._discard(edge, entry)
                         return False
@@ -618,6 +638,9 @@ class Inbox:
             lock.acquire()  # not ``with``: half the cost, on the per-frame path
             try:
                 if self._closed:
+                    return None
+                if self._drain_until is not None and time.monotonic() > self._drain_until:
+                    self.close()  # the stop's deadline: what is left is dropped, counted
                     return None
                 only = self._only
                 if only is not None:  # one input taken frame by frame: no scan
