@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from stages_for_tests import index_of
 
 import framepipe as fp
+from stages_for_tests import index_of
 
 
 class SlowWriter(fp.sinks.Sink):

@@ -181,8 +181,9 @@ class Run:
         self.raise_error()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop: sources end, queued work is dropped, sinks close. Waits up to ``timeout``
-        (default ``stop_timeout``) for nodes to finish, then kills what is left."""
+        """Stop: sources end, stages drop queued work, sinks write what they hold and close.
+        Waits up to ``timeout`` (default ``stop_timeout``) for nodes to finish, then kills
+        what is left."""
         if self._executor is None or self._final is not None:
             return
         timeout = self.stop_timeout if timeout is None else timeout

@@ -50,7 +50,8 @@ class Executor(ABC):
         """Wait for the run to end; True if it has."""
 
     def request_stop(self) -> None:
-        """Ask every node to stop soon: sources end, queued work is dropped."""
+        """Ask every node to stop soon: sources end, stages drop queued work (sinks write
+        what they already hold)."""
         self.stop_event.set()
 
     @abstractmethod

@@ -93,7 +93,7 @@ class Go:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """Stop: sources end, queued work is dropped, sinks close."""
+    """Stop: sources end, stages drop queued work, sinks write what they hold and close."""
 
 
 @dataclass(frozen=True, slots=True)
