@@ -297,3 +297,20 @@ def _python_blocks(text: str) -> list[str]:
         elif inside:
             current.append(line)
     return blocks
+
+
+def test_a_nested_pipeline_in_a_replay_profiles_on_the_run_clock() -> None:
+    """Its inner rows age on the simulated clock and the profile and the planner take
+    them (a ``KeyError`` and ages of 1.8e12 ms at cadd68f)."""
+    from framepipe import planner
+
+    inner = fp.Pipeline("measure")
+    x = inner.input()
+    inner.stage("mean", lambda f: float(f.image.mean()), after=x)
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.Synthetic(width=64, height=48, fps=30, frames=60))
+    pipe.sink("out", fp.sinks.Collect(), after=pipe.stage("measure", inner, after=cam))
+    run = pipe.run(mode="replay")
+    assert run.stats["measure/mean"].age_ms["max"] < 1000
+    assert "measure/mean" in run.profile().nodes
+    assert "measure/mean" in planner.measure(pipe).nodes

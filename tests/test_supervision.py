@@ -149,8 +149,11 @@ def test_nested_stages_have_their_own_statistics_rows(executor: str) -> None:
 
 
 def test_frames_in_flight_at_stop_are_counted(executor: str) -> None:
+    """A sink writes what it holds at a stop for 2 s at most (``STOP_DRAIN``): 64 frames
+    of 0.1 s each do not fit, and the rest is counted as ``stop`` drops."""
+
     def slow(frame: fp.Frame) -> None:
-        time.sleep(0.03)
+        time.sleep(0.1)
 
     pipe = fp.Pipeline()
     cam = pipe.source("cam", fp.sources.Synthetic(width=64, height=48, fps=100))
@@ -158,9 +161,10 @@ def test_frames_in_flight_at_stop_are_counted(executor: str) -> None:
     pipe.sink("slow", fp.sinks.Callback(slow), after=tag, policy=fp.Queue(64, "block"))
     run = pipe.start(mode="realtime", executor=executor)
     deadline = time.monotonic() + 30
-    while run.stats["slow"].processed < 10:
+    while run.stats["slow"].processed < 3:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    time.sleep(0.5)  # the sink's queue fills up (100 fps in, 10 fps out)
     run.stop()
     stats = run.stats
     sink = stats["slow"]

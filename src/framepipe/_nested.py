@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,8 @@ class NestedPipeline(Stage):
         self.input = inputs[0]
         #: Statistics of each inner stage, set by the runtime (``outer/inner`` rows).
         self.recorders: dict[str, StatsRecorder] = {}
+        #: The run's clock (simulated in a replay), set by the runtime: frame ages.
+        self.now: Callable[[], float] = time
 
     @property
     def inner_names(self) -> list[str]:
@@ -132,7 +135,7 @@ class NestedPipeline(Stage):
                 raise
             if recorder is not None:
                 done = perf_counter()
-                recorder.record_one(done, done - began, time() - frame.timestamp)
+                recorder.record_one(done, done - began, self.now() - frame.timestamp)
             if value is not None:
                 out[name] = value
                 produced[name] = frame.derive({**results, name: value})

@@ -126,8 +126,8 @@ def profile_of(plan: Any, stats: Any, executor: Any, executor_name: str) -> Prof
             fps = node_stats.fps if measured is not None and node_stats.fps else None
         else:
             fps = node.options.fps if node is not None else None
-        if measured is not None and measured[name].frames:
-            m = measured[name]
+        m = measured.get(name) if measured is not None else None
+        if m is not None and m.frames:  # a nested pipeline's inner rows are not measured apart
             nodes[name] = NodeCost(
                 node_stats.kind,
                 m.frames,

@@ -495,6 +495,7 @@ class NodeRunner:
             stage.context = StageContext(name=self.name, mode=self.mode, logger=self.logger)
             if isinstance(stage, NestedPipeline):
                 stage.recorders = self.children
+                stage.now = self.clock.time
             stage.setup()
         obj = self.obj
         if self.kind == "sink":
