@@ -57,11 +57,14 @@ def test_threads_share_one_gil(clip_dir) -> None:
     assert processes.largest == 16
     free = planner.forecast(pipe, costs(0.001, 0.010, 0.0), streams=[16], executor="threads")
     assert free.forecasts[0].gil == 0
-    # Two workers: each holds half the cameras, so twice the threads' stream count.
+    # Two workers: each holds whole cameras, so twice the threads' stream count; 11 would
+    # put 6 cameras on one of them (predicted to fit at cadd68f, spreading GIL evenly).
     two = planner.forecast(
         pipe, held, streams=range(1, 17), executor="processes", workers=2, cpus=8
     )
-    assert two.largest == 11
+    assert two.largest == 10
+    three = planner.forecast(pipe, held, streams=[3], executor="processes", workers=2, cpus=8)
+    assert three.forecasts[0].gil == pytest.approx(2 * threads.forecasts[0].gil, rel=0.01)
     with pytest.raises(fp.GraphError, match="workers= is for executor='processes'"):
         planner.forecast(pipe, held, executor="threads", workers=2)
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import GraphError
 from ._graph import Pipeline, Plan
 from ._profile import NodeCost, Profile, profile_of, this_machine
+from .runtime._placement import connected, spread
 
 if TYPE_CHECKING:
     from .stats import RunStats
@@ -376,6 +377,8 @@ class _Model:
                 )
             )
         self.joins = {name: plan.nodes[name].options.join for name in plan.order}
+        # workers=: one copy's connected parts outside the caller, placed as a run places them.
+        self.parts = connected(plan, [n.name for n in self.nodes if not n.shared])
 
     def _rates(self, stretch: float) -> dict[str, tuple[float, float, float, float]]:
         """Per node: (offered, requested, processed, age seconds) at this stretch factor."""
@@ -399,20 +402,25 @@ class _Model:
         rates = self._rates(stretch)
         cpu, serial = 0.0, 0.0
         gil: dict[str, float] = {}
-        pooled = 0.0  # GIL time of nodes spread over ``workers`` processes
+        pooled: dict[str, float] = {}  # GIL time per copy of nodes placed on ``workers``
         for n in self.nodes:
             processed = rates[n.name][2]
             cpu += processed * (n.cpu + self.hop * n.out_edges)
             serial += processed * n.wall
             per_copy = processed * n.gil * n.wall
             if self.workers and not n.shared:
-                pooled += per_copy * streams
+                pooled[n.name] = per_copy
             else:
                 gil[n.group] = gil.get(n.group, 0.0) + (
                     per_copy * streams if n.shared else per_copy
                 )
-        if self.workers:
-            gil["workers"] = pooled / min(self.workers, streams)
+        if self.workers and pooled:
+            # Whole cameras go to one worker each, as ``group_workers`` places them.
+            units = [list(part) for _ in range(streams) for part in self.parts]
+            loads = [0.0] * self.workers
+            for worker, unit in spread(units, self.workers):
+                loads[worker] += sum(pooled[name] for name in unit)
+            gil["workers"] = max(loads)
         return cpu * streams, max(gil.values(), default=0.0), serial * streams
 
     def _fits(self, streams: int, stretch: float, cores: float) -> bool:

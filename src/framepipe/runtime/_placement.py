@@ -14,8 +14,11 @@ into their nodes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from .._graph import Node, Plan
+
+T = TypeVar("T")
 
 
 def group_workers(
@@ -24,21 +27,32 @@ def group_workers(
     """Node name -> host id: ``main`` where ``place`` says so, else one of ``workers`` hosts."""
     placement = {name: place(plan.nodes[name]) for name in plan.order}
     movable = [name for name in plan.order if placement[name] != main]
-    units = _connected(plan, movable)
-    while len(units) < workers and any(len(unit) > 1 for unit in units):
-        largest = max(units, key=len)
-        units.remove(largest)
-        units.extend([name] for name in largest)
-    loads = [0] * workers
-    for unit in sorted(units, key=len, reverse=True):  # stable: plan order among equals
-        worker = loads.index(min(loads))
-        loads[worker] += len(unit)
+    for worker, unit in spread(connected(plan, movable), workers):
         for name in unit:
             placement[name] = f"worker-{worker}"
     return placement
 
 
-def _connected(plan: Plan, names: list[str]) -> list[list[str]]:
+def spread(units: list[list[T]], workers: int) -> list[tuple[int, list[T]]]:
+    """Which worker runs each unit (a connected part of the graph): the largest first,
+    each to the worker with the fewest nodes so far; when there are fewer units than
+    workers, the largest are split into their nodes. The planner forecasts with the
+    same rule, so it predicts the placement a run gets."""
+    units = [list(unit) for unit in units]
+    while len(units) < workers and any(len(unit) > 1 for unit in units):
+        largest = max(units, key=len)
+        units.remove(largest)
+        units.extend([item] for item in largest)
+    loads = [0] * workers
+    assigned = []
+    for unit in sorted(units, key=len, reverse=True):  # stable: plan order among equals
+        worker = loads.index(min(loads))
+        loads[worker] += len(unit)
+        assigned.append((worker, unit))
+    return assigned
+
+
+def connected(plan: Plan, names: list[str]) -> list[list[str]]:
     """The connected parts of the graph among ``names``, each in plan order."""
     keep = set(names)
     neighbours: dict[str, set[str]] = {name: set() for name in names}
