@@ -142,3 +142,24 @@ class SlowRead:
         time.sleep(self.seconds)
         self.read += 1
         return np.zeros((48, 64, 3), np.uint8)
+
+
+class OneBuffer(fp.sources.Source):
+    """A source that asks ``ctx.buffer()`` once and draws every frame into it."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+
+    def open(self, ctx: fp.sources.SourceContext) -> Any:
+        buffer = ctx.buffer((48, 64, 3))
+        for index in range(self.frames):
+            buffer[...] = index % 251
+            yield buffer, index / 30
+
+
+class SlowPixel(fp.Stage):
+    """Reads the frame's first pixel after a pause (while the source goes on)."""
+
+    def process(self, frame: fp.Frame) -> int:
+        time.sleep(0.005)
+        return int(frame.image[0, 0, 0])

@@ -106,3 +106,20 @@ def test_detach_copies_every_array(value: object) -> None:
     for original, copied in zip(arrays(value), arrays(copy), strict=True):
         assert copied is not original and not np.shares_memory(copied, original)
         assert np.array_equal(copied, original)
+
+
+def test_a_source_that_reuses_one_buffer_is_stopped_not_believed(executor: str) -> None:
+    """A source drawing every frame into the one ``ctx.buffer()`` it asked for would
+    change frames already downstream (39 of 40 frames under threads read another
+    frame's pixels at cadd68f, silently): a yielded frame is read-only, so the source
+    fails at its next write, with an error that says why, and no frame is wrong."""
+    from stages_for_tests import OneBuffer, SlowPixel
+
+    collect = fp.sinks.Collect()
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", OneBuffer(40))
+    pipe.sink("out", collect, after=pipe.stage("pixel", SlowPixel(), after=cam))
+    with pytest.raises(fp.SourceError, match=r"'cam': .*ask ctx.buffer\(\) for each frame"):
+        pipe.run(mode="offline", executor=executor)
+    pixels = collect.results.get("pixel", {})
+    assert all(index == value for index, value in pixels.items()), pixels

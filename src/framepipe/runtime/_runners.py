@@ -198,6 +198,13 @@ class SourceRunner:
         except Stopping:
             raise
         except BaseException as exc:
+            if isinstance(exc, ValueError) and "read-only" in str(exc):
+                what = (
+                    "failed while reading: it wrote into a frame it had yielded, which "
+                    "belongs to the pipeline from then on (ask ctx.buffer() for each frame)"
+                )
+                self._fail(exc, what)
+                return None
             self._fail(exc, "failed while reading")
             return None
         if type(captured) is tuple and len(captured) == 2:  # the common case, checked here
@@ -230,6 +237,11 @@ class SourceRunner:
                 self.recorder.drop("late")
                 self.buffers.close()
                 return
+        # A yielded image belongs to the pipeline: a source that would draw the next
+        # frame into it again fails loudly (``_fail``) instead of changing frames
+        # downstream. (write=False, positional: cheaper.)
+        if image.flags.writeable:
+            image.setflags(False)  # type: ignore[call-arg]
         # A paced file frame is "captured" when it is released, not when it was decoded ahead.
         timestamp = self._now()
         handed = perf_counter()
