@@ -71,12 +71,11 @@ def test_window_gives_lists_of_frames(executor: str) -> None:
     collect = fp.sinks.Collect()
     pipe.sink("out", collect, after=win)
     pipe.run(mode="offline", executor=executor)
-    # samples 0,3,6,9,12,15,18; a window once four are held, sliding by one sample
+    # samples 2,5,8,...,17 (each ends 3 frames); a window once four are held, sliding by one
     assert list(collect.results["win"].values()) == [
-        [0, 3, 6, 9],
-        [3, 6, 9, 12],
-        [6, 9, 12, 15],
-        [9, 12, 15, 18],
+        [2, 5, 8, 11],
+        [5, 8, 11, 14],
+        [8, 11, 14, 17],
     ]
 
 

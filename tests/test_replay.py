@@ -314,3 +314,30 @@ def test_a_nested_pipeline_in_a_replay_profiles_on_the_run_clock() -> None:
     assert run.stats["measure/mean"].age_ms["max"] < 1000
     assert "measure/mean" in run.profile().nodes
     assert "measure/mean" in planner.measure(pipe).nodes
+
+
+class BatchSizes(fp.Stage):
+    """Gives each frame the size of the batch it came in."""
+
+    batch = 4
+    max_wait_ms = 200.0
+
+    def process(self, frame: fp.Frame) -> int:
+        return 1
+
+    def process_batch(self, frames):  # type: ignore[no-untyped-def]
+        return [len(frames)] * len(frames)
+
+
+def test_a_replay_waits_max_wait_ms_for_a_batch_to_fill() -> None:
+    """As a live worker does, on the simulated clock: 30 fps frames and a 200 ms wait fill
+    batches of 4 (batches of 1 at cadd68f)."""
+    collect = fp.sinks.Collect()
+    pipe = fp.Pipeline()
+    cam = pipe.source("cam", fp.sources.Synthetic(width=64, height=48, fps=30, frames=60))
+    pipe.sink("out", collect, after=pipe.stage("batched", BatchSizes(), after=cam, cost=0.001))
+    run = pipe.run(mode="replay")
+    sizes = collect.results["batched"]
+    assert sorted(sizes) == list(range(60))
+    assert set(sizes.values()) == {4}, sizes
+    assert run.stats["batched"].age_ms["max"] < 200 + 120  # the wait, three frames, the cost

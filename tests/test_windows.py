@@ -1,13 +1,13 @@
 """Windows: ``window=(count, step)`` over source frames, with ``fps=``/``interval=`` deciding calls.
 
-The comparison with stream-infer computes its side from its documented rule
-(``load_algo(algo, frame_count, frame_step, interval)``: every ``interval``
-seconds the algorithm gets the last ``frame_count`` frames taken every
-``frame_step`` frames of the source, ending at the current frame) and from its
-``Dispatcher.get_frames``: it keeps a buffer of recent frames and answers a call
-with nothing (the call is skipped) while fewer than ``frame_count * frame_step``
-frames are buffered; ``frame_step=0`` means consecutive frames, and then the
-first calls get fewer than ``frame_count`` frames.
+The comparison with stream-infer computes its side from its offline code
+(``Inference.auto_run_specific`` and ``Dispatcher.get_frames``): after each
+frame is buffered, an algorithm loaded with ``load_algo(algo, frame_count,
+frame_step, interval)`` runs when the number of frames played is a multiple of
+``max(1, int(interval * fps))``, on the last ``frame_count`` frames taken every
+``frame_step`` frames, ending at the current frame; while fewer than
+``frame_count * frame_step`` frames are buffered it gets nothing and is not
+run; ``frame_step=0`` means consecutive frames.
 """
 
 from __future__ import annotations
@@ -35,28 +35,20 @@ def frame_indices(frames: list[fp.Frame]) -> list[int]:
 
 
 def stream_infer_calls(
-    pts: list[float], frame_count: int, frame_step: int, interval: float
+    frames: int, fps: int, frame_count: int, frame_step: int, interval: float
 ) -> dict[int, list[int]]:
-    """stream-infer's calls on a clip whose frame ``i`` is at ``pts[i]``: call frame -> frames.
-
-    A call falls due on the first frame of every ``interval`` seconds of media
-    time (its real-time timer fires at once, then every ``interval``).
-    """
+    """stream-infer's offline calls on ``frames`` frames at ``fps``: call frame -> frames."""
+    every = max(1, int(interval * fps))
     calls: dict[int, list[int]] = {}
-    slot = -1
-    for current, t in enumerate(pts):
-        due = math.floor((t - pts[0]) / interval + 1e-6)
-        if due <= slot:
+    for current in range(frames):
+        played = current + 1  # its frame index, counted after the frame is buffered
+        if played % every:
             continue
-        slot = due
-        buffered = current + 1
         if frame_step == 0:
-            frames = list(range(current + 1))[-frame_count:]
-        elif buffered < frame_count * frame_step:
-            continue  # get_frames() returns [], the algorithm is not run
-        else:
-            frames = list(range(current - (frame_count - 1) * frame_step, current + 1, frame_step))
-        calls[current] = frames
+            calls[current] = list(range(played))[-frame_count:]
+        elif played >= frame_count * frame_step:
+            first = current - (frame_count - 1) * frame_step
+            calls[current] = list(range(first, played, frame_step))
     return calls
 
 
@@ -83,14 +75,16 @@ def test_a_bad_window_names_the_node() -> None:
 def test_sampler_counts_source_frames_and_tolerates_gaps() -> None:
     sampler = WindowSampler(Window(2, 3))
     sampled = [i for i in (0, 1, 2, 4, 5, 6, 7, 11, 12) if sampler.sample("s", i, i / 30)]
-    assert sampled == [0, 4, 6, 11, 12]  # the first frame of each slot of 3 frames
+    # The first frame to complete each slot of 3 frames: 2 ends 0-2, 5 ends 3-5; 8 is
+    # missing, so 11 completes 6-8 and 9-11 at once.
+    assert sampled == [2, 5, 11]
 
 
 def test_step_in_seconds_samples_on_media_time() -> None:
     sampler = WindowSampler(parse_window((2, "1s")))
     rate = 29.97
     sampled = [i for i in range(100) if sampler.sample("s", i, i / rate)]
-    assert sampled == [0, 30, 60, 90]
+    assert sampled == [29, 59, 89]  # the frames that end each media second
 
 
 def test_interval_picks_calls_window_picks_frames(executor: str) -> None:
@@ -101,11 +95,12 @@ def test_interval_picks_calls_window_picks_frames(executor: str) -> None:
     collect = fp.sinks.Collect()
     pipe.sink("out", collect, after=[win, secs])
     run = pipe.run(mode="offline", executor=executor)
-    # One call a second; the call at frame 0 is skipped (its window is not full yet).
-    assert collect.results["win"] == {30: [20, 25, 30], 60: [50, 55, 60], 90: [80, 85, 90]}
-    assert collect.results["secs"] == {i: [i - 15, i] for i in range(15, 91, 15)}
+    # One call each time a second of video has been seen, on the frame that ends it.
+    assert collect.results["win"] == {29: [19, 24, 29], 59: [49, 54, 59], 89: [79, 84, 89]}
+    # The call due when the first half second ends (frame 14) is skipped: one sample only.
+    assert collect.results["secs"] == {i: [i - 15, i] for i in range(29, 91, 15)}
     assert run.stats["win"].processed == 3
-    assert run.stats["win"].dropped_by["rate"] == 91 - 19  # frames that were never samples
+    assert run.stats["win"].dropped_by["rate"] == 91 - 18  # frames that were never samples
 
 
 def test_calls_land_on_samples() -> None:
@@ -116,9 +111,9 @@ def test_calls_land_on_samples() -> None:
     collect = fp.sinks.Collect()
     pipe.sink("out", collect, after=win)
     pipe.run(mode="offline", executor="inline")
-    # Samples 0, 4, 8, ..., 28; calls due at 0 s (window not full), 1 s and 2 s land on the
-    # first sample at or after them; the clip ends before a sample of the 3 s slot.
-    assert collect.results["win"] == {12: [8, 12], 20: [16, 20]}
+    # Samples 3, 7, 11, ..., 27 (each ends 4 frames); the calls due when 1 s and 2 s of
+    # video have been seen land on the first sample that ends at or after them.
+    assert collect.results["win"] == {11: [7, 11], 19: [15, 19]}
 
 
 def test_a_window_holds_only_its_samples() -> None:
@@ -137,7 +132,8 @@ def test_a_window_holds_only_its_samples() -> None:
                 continue
             calls.append(frame_indices(item.payload))
             item.done()
-    assert calls == [[0, 30, 60], [60, 90, 120], [120, 150, 180], [180, 210, 240]]
+    # Samples end each second (29, 59, ...); the call after 2 s has two only: skipped.
+    assert calls == [[59, 89, 119], [119, 149, 179], [179, 209, 239], [239, 269, 299]]
     box.close()
     assert sorted(released) == list(range(300))
 
@@ -145,60 +141,60 @@ def test_a_window_holds_only_its_samples() -> None:
 # -- stream-infer's documented examples on a real clip -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def traffic_pts(media_video: Any) -> list[float]:
+# frame_count, frame_step, interval as in stream-infer's README (frame_step=fps is "one frame
+# a second"); the last one is the example ported users compare.
+def stream_infer_examples(fps: int) -> dict[str, tuple[int, int, float]]:
+    return {
+        "every_second": (1, 0, 1.0),
+        "one_a_second": (1, fps, 1.0),
+        "five_every_minute": (5, 6, 60.0),
+        "all_of_a_second": (fps, 1, 1.0),
+        "five_by_six_every_second": (5, 6, 1.0),
+        "five_by_six_every_two_seconds": (5, 6, 2.0),
+    }
+
+
+@pytest.mark.parametrize(
+    ("clip", "fps", "frames"),
+    [("asl_gestures_book.mkv", 30, 109), ("one-by-one-person-detection.mp4", 10, 1394)],
+)
+def test_stream_infer_examples_get_the_same_calls_and_frames(
+    executor: str, media_video: Any, clip: str, fps: int, frames: int
+) -> None:
+    examples = stream_infer_examples(fps)
     pipe = fp.Pipeline()
-    cam = pipe.source("cam", fp.sources.VideoFile(media_video(SLOW_TRAFFIC)))
-    pts = pipe.stage("pts", lambda f: f.pts, after=cam)
-    collect = fp.sinks.Collect()
-    pipe.sink("out", collect, after=pts)
-    pipe.run(mode="offline", executor="inline")
-    values = collect.results["pts"]
-    assert len(values) == 914
-    return [values[i] for i in range(914)]
-
-
-# frame_count, frame_step, interval as in stream-infer's README; frame_step=fps is "one
-# frame a second" (30 frames at 29.97 fps); the last one is the example of the issue.
-EXAMPLES = {  # frame_count/frame_step/interval: 1/0/1, 1/fps/1, 5/6/60, 30/1/1, 5/6/1
-    "every_second": (1, 0, 1.0),
-    "one_a_second": (1, 30, 1.0),
-    "five_every_minute": (5, 6, 60.0),
-    "thirty_every_second": (30, 1, 1.0),
-    "five_by_six_every_second": (5, 6, 1.0),
-}
-
-
-def test_stream_infer_examples(executor: str, media_video: Any, traffic_pts: list[float]) -> None:
-    pipe = fp.Pipeline()
-    cam = pipe.source("cam", fp.sources.VideoFile(media_video(SLOW_TRAFFIC)))
+    cam = pipe.source("cam", fp.sources.VideoFile(media_video(clip)))
     nodes = [
         pipe.stage(name, frame_indices, after=cam, window=(count, max(step, 1)), interval=interval)
-        for name, (count, step, interval) in EXAMPLES.items()
+        for name, (count, step, interval) in examples.items()
     ]
     collect = fp.sinks.Collect()
     pipe.sink("out", collect, after=nodes)
     pipe.run(mode="offline", executor=executor)
-
-    for name, (count, step, interval) in EXAMPLES.items():
-        ours = collect.results[name]
-        theirs = stream_infer_calls(traffic_pts, count, step, interval)
-        # Every call both make receives the same frames.
-        for current in ours.keys() & theirs.keys():
-            assert ours[current] == theirs[current], (name, current)
-        # Where they differ, it is the documented start of the video: stream-infer waits
-        # for count * step buffered frames, framepipe for the window's own frames.
-        only_ours = sorted(ours.keys() - theirs.keys())
-        assert all(count * max(step, 1) > c + 1 >= (count - 1) * max(step, 1) for c in only_ours)
-        assert theirs.keys() - ours.keys() == set(), name
-
-    assert len(collect.results["every_second"]) == 31  # 0 s .. 30 s of a 30.5 s clip
-    assert collect.results["one_a_second"][0] == [0]  # stream-infer skips this one call
-    assert len(collect.results["one_a_second"]) == 31
-    assert collect.results["five_every_minute"] == {}  # due at frame 0 only, before 5 samples exist
-    assert collect.results["thirty_every_second"][30] == list(range(1, 31))
-    calls = collect.results["five_by_six_every_second"]
-    assert len(calls) == 30 and calls[30] == [6, 12, 18, 24, 30]
+    for name, (count, step, interval) in examples.items():
+        theirs = stream_infer_calls(frames, fps, count, step, interval)
+        ours = collect.results.get(name, {})
+        every = int(interval * fps)
+        if step <= 1 or every % step == 0:
+            assert ours == theirs, name
+            continue
+        # A step that does not divide the interval: stream-infer steps back from each call
+        # frame (so it holds count * step frames); framepipe keeps its grid of samples and
+        # calls on the next one, at most step - 1 frames later, with the same spacing.
+        assert len(ours) == len(theirs), name
+        for (call, got), (their_call, their_frames) in zip(
+            sorted(ours.items()), sorted(theirs.items()), strict=True
+        ):
+            assert 0 <= call - their_call < step, (name, call, their_call)
+            assert got == [i + call - their_call for i in their_frames], name
+    if fps == 30:
+        # The example of the port: the first call on frame 29 with frames 5..29.
+        assert collect.results["five_by_six_every_second"][29] == [5, 11, 17, 23, 29]
+    else:
+        assert collect.results["five_every_minute"] == {
+            599: [575, 581, 587, 593, 599],
+            1199: [1175, 1181, 1187, 1193, 1199],
+        }
 
 
 def test_interval_does_not_drift_on_a_non_integer_rate(media_video: Path) -> None:

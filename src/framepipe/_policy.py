@@ -19,12 +19,16 @@ run selects the same frames every time:
   frame and the first frame in each new slot is taken. Slots are computed
   from pts, never by counting frames, so a 29.97 fps clip with
   ``interval=1`` is called once per media second, with no drift.
-- ``window=(count, step)`` decides *what* a call receives: every ``step``-th
-  source frame (or one frame per ``step`` seconds of media time, ``"1s"``) is
+- ``window=(count, step)`` decides *what* a call receives. A window looks
+  back, so it counts by the frames that *complete* a slot: the frame that ends
+  each ``step`` source frames (or ``step`` seconds of media time, ``"1s"``) is
   sampled, and a call gets the last ``count`` samples, the newest being the
   frame the node is called on. With ``fps=``/``interval=`` as well, the node
-  is called on the first sampled frame of each of their slots; a call that
-  falls due before ``count`` samples exist is skipped.
+  is called on the first sample that completes each of their slots (after
+  one interval of video, never on the first frame); a call that falls due
+  before ``count`` samples exist is skipped. These are stream-infer's frames:
+  ``window=(5, 6), interval=1`` on a 30 fps video calls on frame 29 with
+  frames 5, 11, ..., 29.
 """
 
 from __future__ import annotations
@@ -93,20 +97,29 @@ class RateSelector:
     Media time is cut into slots of ``1/fps`` seconds from the source's first
     frame; the first frame that falls in a new slot is selected. The choice
     depends only on pts, so it is the same in every run.
+
+    With ``completes=True`` a frame is placed by where it *ends* (``select``'s
+    ``end``) and the first slot is never selected: the frame taken is the
+    first to complete each slot, which is how a look-back window counts.
     """
 
-    __slots__ = ("_last_slot", "_origin", "period")
+    __slots__ = ("_first_slot", "_last_slot", "_origin", "period")
 
-    def __init__(self, fps: float) -> None:
+    def __init__(self, fps: float, *, completes: bool = False) -> None:
         self.period = 1.0 / fps
         self._origin: dict[str, float] = {}
         self._last_slot: dict[str, int] = {}
+        self._first_slot = 0 if completes else -1
 
-    def select(self, source: str, pts: float) -> bool:
+    def begin(self, source: str, pts: float) -> None:
+        """Count slots from ``pts``, the source's first frame, if not already counting."""
+        self._origin.setdefault(source, pts)
+
+    def select(self, source: str, pts: float, end: float | None = None) -> bool:
         origin = self._origin.setdefault(source, pts)
         # The epsilon keeps pts like 0.19999999 in the slot a person would expect.
-        slot = math.floor((pts - origin) / self.period + 1e-6)
-        if slot <= self._last_slot.get(source, -1):
+        slot = math.floor(((pts if end is None else end) - origin) / self.period + 1e-6)
+        if slot <= self._last_slot.get(source, self._first_slot):
             return False
         self._last_slot[source] = slot
         return True
@@ -156,27 +169,52 @@ def parse_window(value: Any) -> Window:
 
 
 class WindowSampler:
-    """Keeps, per source, the last ``count`` samples of a ``Window``.
+    """Keeps, per source, the last ``count`` samples of a ``Window``, and says
+    which samples are calls.
 
-    A frame is sampled when it is the first in a new slot of ``step`` source
-    frames (by ``frame.index``) or ``step`` media seconds (by ``frame.pts``),
-    counted from the source's first frame, so gaps (frames dropped upstream)
-    do not shift the grid. Only samples are held, so a window keeps at most
-    ``count`` frames' pixels alive.
+    A frame is sampled when it is the first to complete a new slot of ``step``
+    source frames (by ``frame.index``) or ``step`` media seconds (by
+    ``frame.pts`` plus the source's frame duration), counted from the source's
+    first frame, so gaps (frames dropped upstream) do not shift the grid. Only
+    samples are held, so a window keeps at most ``count`` frames' pixels alive.
     """
 
-    __slots__ = ("_slots", "by_pts", "count", "held")
+    __slots__ = ("_calls", "_first", "_slots", "by_pts", "count", "held")
 
-    def __init__(self, window: Window) -> None:
+    def __init__(self, window: Window, fps: float | None = None) -> None:
         self.count = window.size
         seconds = window.seconds
         self.by_pts = seconds is not None
-        self._slots = RateSelector(1.0 / (seconds if seconds is not None else window.step))
+        step = seconds if seconds is not None else window.step
+        self._slots = RateSelector(1.0 / step, completes=True)
+        self._calls = RateSelector(fps, completes=True) if fps else None
+        self._first: dict[str, tuple[int, float]] = {}
         self.held: dict[str, deque[Any]] = {}
+
+    def _end(self, source: str, index: int, pts: float) -> float:
+        """Where this frame ends in media time: its pts plus the source's mean
+        frame duration so far (unknown, so zero, on its first frame)."""
+        first = self._first.get(source)
+        if first is None:
+            first = self._first[source] = (index, pts)
+            if self._calls is not None:
+                self._calls.begin(source, pts)
+        if index <= first[0]:
+            return pts
+        return pts + (pts - first[1]) / (index - first[0])
 
     def sample(self, source: str, index: int, pts: float) -> bool:
         """Whether this frame of ``source`` is sampled into its window."""
-        return self._slots.select(source, pts if self.by_pts else float(index))
+        end = self._end(source, index, pts)  # also where calls count from
+        if self.by_pts:
+            return self._slots.select(source, pts, end)
+        return self._slots.select(source, float(index), float(index + 1))
+
+    def due(self, source: str, index: int, pts: float) -> bool:
+        """Whether a sample is a call: every sample without ``fps=``/``interval=``."""
+        if self._calls is None:
+            return True
+        return self._calls.select(source, pts, self._end(source, index, pts))
 
     def push(self, source: str, item: Any) -> Any | None:
         """Add a sample; return the sample it pushed out of the window, if any."""

@@ -114,6 +114,10 @@ def portable(node: Node) -> Node:
 class Host:
     """Runs the nodes of one ``HostSpec`` in this process. See the module docstring."""
 
+    #: Whether a one-thread scheduler lets batches wait ``max_wait_ms`` (a replay does,
+    #: on its simulated clock; inline, nothing would arrive meanwhile).
+    batches_wait = False
+
     def __init__(
         self,
         spec: HostSpec,
@@ -251,7 +255,7 @@ class Host:
             on_failure=self.on_failure,
             clock=self.spec.clock,
         )
-        if self.inline:
+        if self.inline and not self.batches_wait:
             runner.max_wait = 0.0  # a batch never waits for frames this thread would make
         self.runners[node.name] = runner
         for child in runner.children.values():

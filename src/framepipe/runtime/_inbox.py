@@ -222,8 +222,8 @@ class Inbox:
         self._closed = False
         self._drain_until: float | None = None  # set by ``drain``: stopping, still writing
         self._seq = 0
-        self._rate = RateSelector(options.fps) if options.fps else None
-        self._window = WindowSampler(options.window) if options.window else None
+        self._rate = RateSelector(options.fps) if options.fps and not options.window else None
+        self._window = WindowSampler(options.window, options.fps) if options.window else None
         self._pending: dict[tuple[str, int], _Pending] = {}
         # Real-time merge: what was written, per source (insertion-ordered, bounded).
         self._written: dict[str, dict[int, None]] = {}
@@ -435,7 +435,7 @@ class Inbox:
             evicted.unref()
         # fps=/interval= pick the calls among the samples; a call due before the
         # window has filled is skipped (its slot is spent).
-        due = self._rate is None or self._rate.select(frame.source, frame.pts)
+        due = self._window.due(frame.source, frame.index, frame.pts)
         window = self._window.full(frame.source) if due else None
         if window is None:
             if edge.credit is not None:

@@ -45,7 +45,7 @@ from .._policy import Queue
 from ..stats import StatsRecorder
 from ._executor import LocalExecutor
 from ._host import Host, HostSpec
-from ._inbox import Mark
+from ._inbox import EMPTY, Mark
 from ._messages import Report
 from ._outlets import LocalOutlet
 from ._runners import NodeRunner
@@ -245,6 +245,8 @@ class ReplayHost(Host):
     when its cost is over.
     """
 
+    batches_wait = True
+
     def __init__(
         self,
         spec: HostSpec,
@@ -270,6 +272,8 @@ class ReplayHost(Host):
         self._next: dict[str, tuple[Any, float]] = {}  # source -> (image, pts) due next
         self._origin: dict[str, float] = {}  # source -> pts of its first frame
         self._wakes: dict[str, float] = {}  # node -> the join deadline it wakes at
+        # Batches filling up (``max_wait_ms``): node -> (items, when the wait ends).
+        self._forming: dict[str, tuple[list[Any], float]] = {}
         super().__init__(spec, stop=stop, report=report, sink_context=sink_context)
 
     # -- the build's hooks ------------------------------------------------------------
@@ -317,6 +321,12 @@ class ReplayHost(Host):
         for source in self.sources.values():
             source.finish()
         self._dispatch()
+        for name, (items, _) in self._forming.items():  # stopped while a batch filled
+            frames = [item for item in items if type(item) is not Mark]
+            self.recorders[name].drop("stop", len(frames))
+            for item in frames:
+                item.done()
+        self._forming.clear()
 
     def _began(self) -> tuple[float, float, int]:
         ticks = self.gil_probe.ticks if self.gil_probe is not None else 0
@@ -399,13 +409,41 @@ class ReplayHost(Host):
                 if runner.failed:
                     runner.finish()
                     continue
-                items = runner.poll()
+                items = self._batch(name, runner) if runner.max_wait else runner.poll()
                 if items is None:
                     progressed = progressed or runner.ended
                     continue
                 progressed = True
                 self._work(name, runner, items)
         self._wake_at_deadlines()
+
+    def _batch(self, name: str, runner: NodeRunner) -> list[Any] | None:
+        """A batch for a node that waits ``max_wait_ms`` for it to fill: as a live worker
+        would, it waits on the simulated clock (a wake-up at the end of the wait)."""
+        items, due = self._forming.pop(name, ([], self.clock.now + runner.max_wait))
+        ended = False
+        while len(items) < runner.batch:
+            item = runner.inbox.take(0)
+            if item is EMPTY:
+                break
+            if item is None:
+                ended = True
+                break
+            items.append(item)
+            if type(item) is Mark:
+                break  # passed on at once, after what came before it
+        if not items:
+            if ended:
+                runner.finish()
+            return None
+        full = len(items) >= runner.batch or type(items[-1]) is Mark
+        if full or ended or self.clock.now >= due:
+            return items
+        self._forming[name] = (items, due)
+        if self._wakes.get(name) != due:
+            self._wakes[name] = due
+            self._schedule(due, _WAKE, name)
+        return None
 
     def _wake_at_deadlines(self) -> None:
         """A join holding a frame for a late input lets it go at its deadline: the
