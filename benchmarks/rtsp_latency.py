@@ -12,9 +12,6 @@ Target: under two frame intervals (66 ms), and no growth over the run.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -22,12 +19,12 @@ import numpy as np
 
 import framepipe as fp
 
+from . import _rtsp
 from ._report import Measurement, Target, progress
 
 BENCH = "rtsp_latency"
 WIDTH, HEIGHT, FPS = 640, 360, 30
 BITS, BLOCK = 32, 16
-GI_PYTHON = "/usr/bin/python3"
 
 SERVER = r"""
 import sys, time
@@ -127,46 +124,15 @@ def slow(frame: fp.Frame) -> int:
     return frame.index
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run(quick: bool) -> Iterator[Measurement]:
-    if (
-        not os.path.exists(GI_PYTHON)
-        or subprocess.run(
-            [GI_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
-            capture_output=True,
-            check=False,
-        ).returncode
-    ):
+    if not _rtsp.available():
         progress("rtsp_latency: skipped, GStreamer's RTSP server is not installed")
         return
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            GI_PYTHON,
-            "-c",
-            SERVER,
-            str(port),
-            str(WIDTH),
-            str(HEIGHT),
-            str(FPS),
-            str(BITS),
-            str(BLOCK),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    with _rtsp.serving(SERVER, WIDTH, HEIGHT, FPS, BITS, BLOCK) as url:
         duration = 20 if quick else 60
         progress(f"rtsp_latency: {duration} s of live RTSP with a 1 s consumer beside")
         pipe = fp.Pipeline("rtsp")
-        cam = pipe.source("cam", fp.sources.Stream(f"rtsp://127.0.0.1:{port}/live"))
+        cam = pipe.source("cam", fp.sources.Stream(url))
         measure = pipe.stage("latency", latency_ms, after=cam)
         beside = pipe.stage("slow", slow, after=cam)
         collect = fp.sinks.Collect()
@@ -175,7 +141,7 @@ def run(quick: bool) -> Iterator[Measurement]:
         values = [v for _, v in sorted(collect.results["latency"].items())]
         # The first seconds include connecting and the first keyframe.
         steady = np.array(values[FPS * 3 :], dtype=float)
-        baseline = bare_pyav(f"rtsp://127.0.0.1:{port}/live", seconds=duration / 2)
+        baseline = bare_pyav(url, seconds=duration / 2)
         if steady.size < FPS:
             progress("rtsp_latency: too few frames arrived")
             return
@@ -228,9 +194,3 @@ def run(quick: bool) -> Iterator[Measurement]:
             run_.stats["slow"].age_ms["p50"],
             "ms",
         )
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()

@@ -34,6 +34,7 @@ SCENARIOS = {
     "ray_transfer": "benchmarks.ray_transfer",
     "streams": "benchmarks.streams",
     "tracker": "benchmarks.tracker",
+    "clips": "benchmarks.clips",
 }
 
 

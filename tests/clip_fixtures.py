@@ -450,18 +450,42 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer
 
 port, width, height, fps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+picture, frozen_clock_after, encoder = sys.argv[5], int(sys.argv[6]), sys.argv[7]
 Gst.init(None)
 server = GstRtspServer.RTSPServer()
 server.set_address("127.0.0.1")
 server.set_service(port)
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(
-    "( videotestsrc is-live=true pattern=ball "
+    f"( {picture} "
     f"! video/x-raw,width={width},height={height},framerate={fps}/1 "
-    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
+    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} {encoder} "
     "! rtph264pay name=pay0 pt=96 config-interval=1 )"
 )
 factory.set_shared(True)
+
+
+seen, fixed = [0], []
+
+
+def stop_the_clock(pad, info):
+    # From buffer N on, every buffer carries the same timestamps: a camera whose clock stopped.
+    buffer = info.get_buffer()
+    seen[0] += 1
+    if seen[0] > frozen_clock_after:
+        if not fixed:
+            fixed.extend([buffer.pts, buffer.dts])
+        buffer.pts, buffer.dts = fixed
+    return Gst.PadProbeReturn.OK
+
+
+def on_configure(factory, media):
+    if frozen_clock_after >= 0:
+        pay = media.get_element().get_by_name("pay0")
+        pay.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, stop_the_clock)
+
+
+factory.connect("media-configure", on_configure)
 server.get_mount_points().add_factory("/live", factory)
 if server.attach(None) == 0:
     print("failed", flush=True)
@@ -491,13 +515,39 @@ def _gst_rtsp_missing() -> str | None:
     return None
 
 
-class RtspServer:
-    """A live H.264 RTSP stream at ``url`` (``rtsp://127.0.0.1:PORT/live``)."""
+#: A moving picture (a bouncing ball), what every RTSP test gets unless it asks otherwise.
+MOVING = "videotestsrc is-live=true pattern=ball"
+#: The same picture, repeated with advancing timestamps: a frozen encoder or relay.
+FROZEN = "videotestsrc num-buffers=1 pattern=smpte ! imagefreeze is-live=true"
+#: A still scene seen by a real sensor: a fixed picture with faint noise on it.
+STILL_WITH_NOISE = (
+    "videotestsrc num-buffers=1 pattern=smpte ! imagefreeze is-live=true ! mix. "
+    "videotestsrc is-live=true pattern=snow ! mix. "
+    "compositor name=mix sink_1::alpha=0.04 ! videoconvert"
+)
 
-    def __init__(self, *, size: tuple[int, int] = (320, 240), fps: int = 30) -> None:
+
+class RtspServer:
+    """A live H.264 RTSP stream at ``url`` (``rtsp://127.0.0.1:PORT/live``).
+
+    ``picture`` is the GStreamer source of its video (``MOVING``, ``FROZEN``,
+    ``STILL_WITH_NOISE``); with ``stop_clock_after=N`` every buffer after the
+    N-th carries the same timestamps; ``encoder`` adds x264enc properties.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: tuple[int, int] = (320, 240),
+        fps: int = 30,
+        picture: str = MOVING,
+        stop_clock_after: int = -1,
+        encoder: str = "",
+    ) -> None:
         self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/live"
         self.size, self.fps = size, fps
+        self.picture, self.stop_clock_after, self.encoder = picture, stop_clock_after, encoder
         self.process: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
@@ -513,6 +563,9 @@ class RtspServer:
                 str(width),
                 str(height),
                 str(self.fps),
+                self.picture,
+                str(self.stop_clock_after),
+                self.encoder,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -264,6 +264,12 @@ def test_unknown_options_exit_2() -> None:
         (["info", "rtsp://[::1/live"], "malformed URL 'rtsp://[::1/live'"),
         (["run", "--source", "clip.mp4", "--detect", "motion", "--conf", "0.5"], "--conf and"),
         (["run", "good.yaml", "--no-overlay"], "--no-overlay go with --source"),
+        (["run", "good.yaml", "--clips", "out"], "--clips DIR and --clip-when NODE go together"),
+        (["run", "good.yaml", "--clips", "o", "--clip-when", "x"], "'x': no such stage; the stag"),
+        (
+            ["run", "good.yaml", "--clips", "o", "--clip-when", "m", "--clip-seconds", "5"],
+            "PRE,POS",
+        ),
     ],
 )
 def test_bad_usage_exits_2(

@@ -65,6 +65,8 @@ class Plan:
     next_edge_id: int
     #: Where the run reads time (``framepipe.testing.FakeClock`` in tests).
     clock: Clock = SYSTEM_CLOCK
+    #: Sinks of the run's events (``Pipeline.events``), by name: not nodes of the graph.
+    event_sinks: dict[str, Sink] = field(default_factory=dict)
 
     def inputs_of(self, name: str) -> list[Edge]:
         return [e for e in self.edges if e.downstream == name]
@@ -102,7 +104,10 @@ class Plan:
             node = self.nodes[name]
             info: dict[str, Any] = {"name": name, "kind": node.kind, "inputs": list(node.inputs)}
             describe = getattr(node.obj, "describe", None)
-            info["type"] = describe().get("type") if callable(describe) else type(node.obj).__name__
+            described = describe() if callable(describe) else {"type": type(node.obj).__name__}
+            info["type"] = described.get("type")
+            if "folder" in described:  # where a sink writes files (Clips: the web view lists them)
+                info["folder"] = described["folder"]
             if node.options.fps:
                 info["fps"] = round(node.options.fps, 3)
             nodes.append(info)
@@ -166,6 +171,7 @@ class Pipeline:
     def __init__(self, name: str = "pipeline") -> None:
         self.name = name
         self._nodes: dict[str, Node] = {}
+        self._event_sinks: dict[str, Sink] = {}
         self._run: Run | None = None
         self._lock = threading.Lock()
 
@@ -240,6 +246,26 @@ class Pipeline:
             options.setdefault("join", getattr(sink, "join", "merge"))
         return self._add(Node(self, name, "sink", sink, inputs, self._options(name, options)))
 
+    def events(self, name: str, sink: Sink) -> None:
+        """Send the run's events to ``sink``: each change of a live source's health
+        (``ok``, ``stalled``, ``frozen``, ``clock``) as one record (see docs/events.md).
+
+        ``sink`` takes records (``fp.sinks.JsonLines``, ``fp.sinks.Webhook``,
+        ``fp.sinks.Collect``); it runs in the caller's process under every
+        executor, opens before the sources start and closes after the last event::
+
+            pipe.events("alerts", fp.sinks.Webhook("http://127.0.0.1:8000/alerts"))
+        """
+        self._check_name(name)
+        if not isinstance(sink, Sink) or not sink.takes_records():
+            raise GraphError(
+                f"event sink {name!r}: expected a sink that takes records "
+                f"(fp.sinks.JsonLines, fp.sinks.Webhook, fp.sinks.Collect), "
+                f"got {type(sink).__name__}"
+            )
+        with self._lock:
+            self._event_sinks[name] = sink
+
     @property
     def nodes(self) -> dict[str, Node]:
         return dict(self._nodes)
@@ -252,7 +278,7 @@ class Pipeline:
     def _check_name(self, name: str) -> None:
         if not isinstance(name, str) or not name:
             raise GraphError(f"node names must be non-empty strings, got {name!r}")
-        if name in self._nodes:
+        if name in self._nodes or name in self._event_sinks:
             raise GraphError(f"duplicate node name {name!r}: names must be unique")
 
     def _inputs(self, name: str, after: Any) -> list[str]:
@@ -319,7 +345,9 @@ class Pipeline:
             for upstream in node.inputs:
                 edges.append(Edge(next_id, upstream, name, edge_policy(node, mode)))
                 next_id += 1
-        return Plan(nodes, order, edges, mode, float(start), next_id)
+        return Plan(
+            nodes, order, edges, mode, float(start), next_id, event_sinks=dict(self._event_sinks)
+        )
 
     # -- running ----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from ._graph import Edge, Node, Plan, edge_policy
 from .stats import RunStats
 
 if TYPE_CHECKING:
+    from ._events import EventWatch
     from ._profile import Profile
     from .runtime._executor import Executor
 
@@ -112,6 +113,7 @@ class Run:
         self.ended_at: float | None = None
         self.interrupted = False
         self._executor: Executor | None = None
+        self._events: EventWatch | None = None
         self._final: RunStats | None = None
         self._timer: threading.Timer | None = None
         self._finalize_lock = threading.Lock()
@@ -131,6 +133,10 @@ class Run:
             options.update(duration=self.duration, profile=self.replay_profile)
         self._executor = create(self.executor_name, self.plan, **options)
         self.started_at = time.monotonic()
+        self._events = self._event_watch(self._executor)
+        if self._events is not None:
+            # Before the sources start: an event sink that cannot open fails the run at once.
+            self._events.start()
         _watch_sigterm(self)
         try:
             self._executor.start()
@@ -143,6 +149,28 @@ class Run:
             self._timer = threading.Timer(self.duration, self._executor.request_stop)
             self._timer.daemon = True
             self._timer.start()
+
+    def _event_watch(self, executor: Executor) -> EventWatch | None:
+        """The run's event watch, when it has event sinks or live sources to watch."""
+        sources = tuple(n.name for n in self.plan.nodes.values() if n.kind == "source")
+        live = any(getattr(self.plan.nodes[s].obj, "live", False) for s in sources)
+        if not self.plan.event_sinks and not live:
+            return None
+        from ._events import EventWatch
+
+        assert self.started_at is not None
+        return EventWatch(
+            executor.stats,
+            self.plan.event_sinks,
+            mode=self.plan.mode,
+            sources=sources,
+            started=self.started_at,
+        )
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The run's latest events (camera health), oldest first; see ``Pipeline.events``."""
+        return list(self._events.events) if self._events is not None else []
 
     @property
     def running(self) -> bool:
@@ -208,6 +236,8 @@ class Run:
                 self._timer.cancel()
             self.ended_at = time.monotonic()
             self._final = self._executor.stats()
+            if self._events is not None:
+                self._events.close(self._final)
             _unwatch_sigterm(self)
             for name, state in self._executor.final_states().items():
                 node = self.plan.nodes.get(name)
@@ -253,7 +283,8 @@ class Run:
         if self._executor is None:
             return []
         fatal = [self._executor.fatal] if self._executor.fatal is not None else []
-        return fatal + list(self._executor.source_errors)
+        events = self._events.errors if self._events is not None else []
+        return fatal + list(self._executor.source_errors) + events
 
     def raise_error(self) -> None:
         """Raise the error that stopped the run, or the first of the others."""

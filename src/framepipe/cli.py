@@ -474,6 +474,34 @@ def _check_writable(path: Path) -> None:
         )
 
 
+def _add_clips(pipe: fp.Pipeline, folder: Path | None, when: str | None, seconds: str) -> None:
+    if folder is None or when is None:
+        raise _fail(
+            "--clips DIR and --clip-when NODE go together: the folder for the clips and the "
+            "stage whose results mark events",
+            EXIT_USAGE,
+        )
+    stages = [name for name, node in pipe.nodes.items() if node.kind == "stage"]
+    if when not in stages:
+        raise _fail(
+            f"--clip-when {when!r}: no such stage; the stages are {', '.join(stages) or 'none'}",
+            EXIT_USAGE,
+        )
+    try:
+        pre, post = (float(part) for part in seconds.split(","))
+        sink = fp.sinks.Clips(folder, when=when, pre=pre, post=post)
+    except ValueError:
+        raise _fail(
+            f"--clip-seconds {seconds!r}: expected PRE,POST in seconds >= 0, e.g. 5,5",
+            EXIT_USAGE,
+        ) from None
+    _check_writable(folder / "clips.jsonl")
+    try:
+        pipe.sink("clips", sink, after=when)
+    except fp.GraphError as exc:
+        raise _fail(f"--clips: {exc}", EXIT_USAGE) from None
+
+
 @app.command()
 def run(
     pipeline: Annotated[
@@ -537,6 +565,39 @@ def run(
             show_default=False,
         ),
     ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Write the run's events (camera health: stalled, frozen, clock) as JSON "
+            "Lines here.",
+            show_default=False,
+        ),
+    ] = None,
+    clips: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Cut an MP4 clip around each event into this folder (needs --clip-when).",
+            show_default=False,
+        ),
+    ] = None,
+    clip_when: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NODE",
+            help="With --clips: the stage whose results mark events (a counter's crossings, "
+            "any truthy result).",
+            show_default=False,
+        ),
+    ] = None,
+    clip_seconds: Annotated[
+        str,
+        typer.Option(
+            metavar="PRE,POST",
+            help="With --clips: seconds of video before the first and after the last event frame.",
+        ),
+    ] = "5,5",
     no_overlay: Annotated[
         bool,
         typer.Option(
@@ -657,6 +718,14 @@ def run(
             overlay=not no_overlay,
         )
         options = RunOptions("realtime" if web else "auto", "threads", None)
+    if events is not None:
+        _check_writable(events)
+        try:
+            pipe.events("events", fp.sinks.JsonLines(events))
+        except fp.GraphError as exc:
+            raise _fail(f"--events: {exc}", EXIT_USAGE) from None
+    if clips is not None or clip_when is not None:
+        _add_clips(pipe, clips, clip_when, clip_seconds)
     options = RunOptions(
         mode or options.mode,
         executor or options.executor,

@@ -27,6 +27,10 @@ A pipeline file names its sources, stages and sinks, with their options::
         type: JsonLines
         path: out/results.jsonl
         after: [track]
+    events:                               # the run's events: camera health (docs/events.md)
+      - name: alerts
+        type: JsonLines
+        path: out/events.jsonl
 
 Rules, all checked before anything runs:
 
@@ -113,7 +117,7 @@ NODE_OPTIONS = (
 #: Node options of ``executor: ray`` (see docs/ray.md).
 RAY_OPTIONS = ("resources", "transfer", "jpeg_quality")
 Transfer = Literal["raw", "jpeg", "results"]
-_SECTIONS = {"sources": "source", "stages": "stage", "sinks": "sink"}
+_SECTIONS = {"sources": "source", "stages": "stage", "sinks": "sink", "events": "event sink"}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -224,6 +228,10 @@ class SinkSpec(StageSpec):
     """One entry of ``sinks:``."""
 
 
+class EventSinkSpec(_NodeSpec):
+    """One entry of ``events:``: a sink of the run's events (``Pipeline.events``)."""
+
+
 class PipelineSpec(BaseModel):
     """A whole pipeline file, validated."""
 
@@ -242,6 +250,7 @@ class PipelineSpec(BaseModel):
     sources: list[SourceSpec] = Field(min_length=1)
     stages: list[StageSpec] = Field(default_factory=list)
     sinks: list[SinkSpec] = Field(default_factory=list)
+    events: list[EventSinkSpec] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +383,14 @@ def _build(spec: PipelineSpec, where: str) -> Pipeline:
             if kind == "stage":
                 feeders.append(node.name)
                 previous = node.name
+    for i, event_sink in enumerate(spec.events):
+        loc = f"events[{i}]"
+        declare(loc, event_sink.name)
+        obj = _construct(event_sink, "sink", loc, where)
+        try:
+            pipe.events(event_sink.name, obj)
+        except FramepipeError as exc:
+            raise ConfigError(f"{where}: {loc}: {exc}") from exc
     try:
         pipe.plan(spec.mode if spec.mode != "auto" else "offline")
     except FramepipeError as exc:
@@ -529,7 +546,7 @@ def _apply_override(data: dict[str, Any], override: str, where: str) -> None:
         if len(parts) != 1:
             raise ConfigError(
                 f"--set {override!r}: {parts[0]!r} has no sub-keys; node keys "
-                f"start with sources., stages. or sinks."
+                f"start with sources., stages., sinks. or events."
             )
         data[parts[0]] = value
         return

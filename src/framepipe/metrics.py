@@ -26,6 +26,10 @@ name                                                   type       extra labels
 ``framepipe_node_frame_age_seconds``                   gauge      ``quantile`` 0.5, 0.95, 1
 ``framepipe_node_queue_wait_seconds``                  gauge      ``quantile`` 0.5, 0.95, 1
 ``framepipe_node_state``                               gauge      ``state`` (1 for the current)
+``framepipe_source_health``                            gauge      ``health`` (1 for the current;
+                                                                  live sources only)
+``framepipe_source_clip_buffer_bytes``                 gauge      (sources that keep video
+                                                                  for ``Clips`` only)
 ``framepipe_node_elapsed_seconds``                     gauge
 =====================================================  =========  ===========================
 
@@ -40,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .stats import DROP_REASONS, NodeStats, RunStats
+from .stats import DROP_REASONS, HEALTH_STATES, NodeStats, RunStats
 
 __all__ = ["STATES", "RunStatsCollector", "metrics_text"]
 
@@ -81,6 +85,7 @@ class RunStatsCollector(Collector):
         self._stats = stats
         self._labels = dict(labels or {})
         self._prefix = f"{namespace}_node"
+        self._namespace = namespace
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
@@ -122,6 +127,16 @@ class RunStatsCollector(Collector):
             ),
         }
         state = gauge("state", "1 for the node's current state.", "state")
+        health = GaugeMetricFamily(
+            f"{self._namespace}_source_health",
+            "1 for a live source's current health: ok, stalled, frozen or clock.",
+            labels=[*base, "health"],
+        )
+        clip_buffer = GaugeMetricFamily(
+            f"{self._namespace}_source_clip_buffer_bytes",
+            "Bytes of encoded video a source keeps for clips.",
+            labels=base,
+        )
         elapsed = gauge("elapsed_seconds", "Seconds since the node started.")
 
         node: NodeStats
@@ -140,6 +155,11 @@ class RunStatsCollector(Collector):
                     metric.add_metric([*labels, quantile], values.get(key, 0.0) / 1000.0)
             for name in dict.fromkeys([*STATES, node.state]):
                 state.add_metric([*labels, name], 1.0 if name == node.state else 0.0)
+            if node.health:
+                for name in HEALTH_STATES:
+                    health.add_metric([*labels, name], 1.0 if name == node.health else 0.0)
+            if node.clip_buffer_bytes:
+                clip_buffer.add_metric(labels, node.clip_buffer_bytes)
             elapsed.add_metric(labels, node.elapsed_s)
         yield from (
             frames,
@@ -150,6 +170,8 @@ class RunStatsCollector(Collector):
             fps,
             *timings.values(),
             state,
+            health,
+            clip_buffer,
             elapsed,
         )
 

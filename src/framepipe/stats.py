@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from operator import itemgetter
@@ -25,6 +25,12 @@ import numpy as np
 #: ``late`` (a real-time source fell behind the wall clock), ``error`` (the
 #: stage raised), ``buffer`` (a sink's own buffer was full).
 DROP_REASONS = ("policy", "rate", "age", "late", "error", "buffer", "stop")
+
+#: A live source's health, worst first (see ``framepipe.sources._health``).
+HEALTH_STATES = ("stalled", "frozen", "clock", "ok")
+
+#: Health changes a node's statistics keep (``NodeStats.health_log``).
+HEALTH_LOG = 32
 
 _EMPTY = {"p50": 0.0, "p95": 0.0, "max": 0.0}
 
@@ -54,6 +60,17 @@ class NodeStats:
     age_ms: Mapping[str, float] = field(default_factory=lambda: dict(_EMPTY))
     state: str = "idle"
     reconnects: int = 0
+    #: A live source's health: ``ok``, ``stalled``, ``frozen`` or ``clock`` ("" elsewhere).
+    health: str = ""
+    #: What the health means now ("no frame for 5 s").
+    health_detail: str = ""
+    #: How many times the health changed, and the latest changes, oldest first:
+    #: ``(unix time, health, was, detail)`` (the event watch reads them, so a
+    #: state shorter than its polling is never missed).
+    health_changes: int = 0
+    health_log: tuple[tuple[float, str, str, str], ...] = ()
+    #: Bytes of encoded video a source keeps for ``Clips`` sinks (0 when none needs it).
+    clip_buffer_bytes: int = 0
     elapsed_s: float = 0.0
     #: Where the node ran: ``"host/ray-node-id"`` under ``executor="ray"``, else ``""``.
     machine: str = ""
@@ -104,6 +121,8 @@ class RunStats(Mapping[str, NodeStats]):
         for node in self._nodes.values():
             reasons = ", ".join(f"{k} {v}" for k, v in node.dropped_by.items() if v)
             state = node.state + (f" ({node.reconnects} reconnects)" if node.reconnects else "")
+            if node.health not in ("", "ok"):
+                state += f", {node.health}"
             rows.append(
                 [
                     node.name,
@@ -179,6 +198,12 @@ class StatsRecorder:
         self.restarts = 0
         self.state = "idle"
         self.reconnects = 0
+        self.health = ""
+        self.health_detail = ""
+        self.health_changes = 0
+        self._health_log: deque[tuple[float, str, str, str]] = deque(maxlen=HEALTH_LOG)
+        #: Reads a source's clip buffer size, when it keeps one (``set_clip_buffer``).
+        self._clip_buffer: Callable[[], int] | None = None
         self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
         #: The per-frame path, for a worker that inlines ``record_one``: add the
         #: sample, count it in ``processed``, and ``fold()`` once that reaches ``fold_at``.
@@ -255,6 +280,16 @@ class StatsRecorder:
             if reconnects is not None:
                 self.reconnects = reconnects
 
+    def set_clip_buffer(self, size: Callable[[], int]) -> None:
+        self._clip_buffer = size
+
+    def set_health(self, health: str, detail: str = "") -> None:
+        with self._lock:
+            if self.health and health != self.health:
+                self.health_changes += 1
+                self._health_log.append((time.time(), health, self.health, detail))
+            self.health, self.health_detail = health, detail
+
     def finish(self) -> None:
         if self._ended is None:
             self._ended = time.perf_counter()
@@ -298,6 +333,11 @@ class StatsRecorder:
                 age_ms=_summary([s[2] for s in recent], self._max_age),
                 state=self.state,
                 reconnects=self.reconnects,
+                health=self.health,
+                health_detail=self.health_detail,
+                health_changes=self.health_changes,
+                health_log=tuple(self._health_log),
+                clip_buffer_bytes=self._clip_buffer() if self._clip_buffer is not None else 0,
                 elapsed_s=round(elapsed, 3),
             )
 

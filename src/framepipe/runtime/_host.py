@@ -45,6 +45,7 @@ import cloudpickle
 
 from .._graph import Edge, Node
 from .._policy import Queue
+from ..sources._packets import PacketRing
 from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, SourceBuffers
 from ..transport._shm import SharedFrames, SharedSourceBuffers
@@ -166,6 +167,8 @@ class Host:
         # (the others are called directly by their producer).
         self._queued: set[str] = set()
         self.sink_context = sink_context or {}
+        #: Encoded video kept by the sources here for the sinks that cut clips from it.
+        self.packet_rings: dict[str, PacketRing] = {}
         self._build()
 
     def here(self, name: str) -> bool:
@@ -175,6 +178,14 @@ class Host:
 
     def _build(self) -> None:
         spec = self.spec
+        here = {node.name: node for node in spec.nodes}
+        for node in spec.nodes:
+            history = _encoded_history(node)
+            if history is None:
+                continue
+            for source in spec.sources_upstream.get(node.name, ()):
+                if source in here:
+                    self._keep_packets(source, history)
         for node in spec.nodes:
             self.recorders[node.name] = self._recorder(node.name, node.kind)
             if node.kind in ("stage", "sink"):
@@ -239,6 +250,7 @@ class Host:
                 on_error=self.on_failure,
                 clock=self.spec.clock,
                 needed_fps=self.spec.needed_fps.get(node.name),
+                packets=self.packet_rings.get(node.name),
             )
             return
         runner = NodeRunner(
@@ -250,7 +262,7 @@ class Host:
             sources=self.spec.sources_upstream.get(node.name, ()),
             stop=self.stop_event,
             on_fatal=self.on_fatal,
-            sink_context=self.sink_context,
+            sink_context={**self.sink_context, "packets": self.packet_rings.get},
             exporter=self.exporter() if crosses else None,
             on_failure=self.on_failure,
             clock=self.spec.clock,
@@ -550,6 +562,7 @@ class Host:
                 self.inboxes[edge.downstream].add_edge(
                     edge.id, edge.upstream, self._policy(edge.policy), sources=(edge.upstream,)
                 )
+        self._keep_packets_for_hot(node.name)
         self._build_runner(node, edges)
         self.connect(addresses or {})
         source = self.sources[node.name]
@@ -560,10 +573,37 @@ class Host:
         else:
             self._spawn(source.run)
 
+    def _keep_packets(self, source: str, history: float) -> None:
+        ring = self.packet_rings.get(source)
+        if ring is None:
+            self.packet_rings[source] = PacketRing(source, history)
+        else:
+            ring.keep = max(ring.keep, history)
+
+    def _keep_packets_for_hot(self, source: str) -> None:
+        # A hot-added source keeps video for the clip sinks here it reaches.
+        wanting = {n.name: h for n in self.spec.nodes if (h := _encoded_history(n)) is not None}
+        if not wanting:
+            return
+        reached, todo = set(), [source]
+        while todo:
+            name = todo.pop()
+            for edge in self.spec.edges:
+                if edge.upstream == name and edge.downstream not in reached:
+                    reached.add(edge.downstream)
+                    todo.append(edge.downstream)
+        for sink in reached & wanting.keys():
+            self._keep_packets(source, wanting[sink])
+
     def remove_source(self, name: str) -> None:
         source = self.sources.get(name)
         if source is not None:
             source.remove()
+
+
+def _encoded_history(node: Node) -> float | None:
+    """Seconds of the sources' encoded video a sink wants kept (``Clips``), or None."""
+    return getattr(node.obj, "encoded_history_s", None) if node.kind == "sink" else None
 
 
 # -- the child process ---------------------------------------------------------------------

@@ -33,6 +33,23 @@ def group_workers(
     return placement
 
 
+def keep_with_sources(plan: Plan, placement: dict[str, str]) -> dict[str, str]:
+    """A sink that cuts clips from its sources' encoded video (``Sink.encoded_history_s``)
+    runs in their host, so the packets never cross a process boundary: it and the other
+    sources upstream of it join the host of the first."""
+    placement = dict(placement)
+    for name in plan.order:
+        node = plan.nodes[name]
+        if node.kind != "sink" or getattr(node.obj, "encoded_history_s", None) is None:
+            continue
+        sources = plan.sources_upstream(name)
+        if sources:
+            host = placement[sources[0]]
+            for moved in (*sources[1:], name):
+                placement[moved] = host
+    return placement
+
+
 def spread(units: list[list[T]], workers: int) -> list[tuple[int, list[T]]]:
     """Which worker runs each unit (a connected part of the graph): the largest first,
     each to the worker with the fewest nodes so far; when there are fewer units than

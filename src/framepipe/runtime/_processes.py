@@ -45,6 +45,7 @@ from ._messages import (
     Stats,
     Stop,
 )
+from ._placement import keep_with_sources
 from ._remote import Waker
 
 log = logging.getLogger("framepipe")
@@ -111,6 +112,7 @@ class ProcessExecutor(SupervisedExecutor):
             from ._placement import group_workers
 
             self.placement = group_workers(plan, self._place, workers, main=MAIN)
+        self.placement = keep_with_sources(plan, self.placement)
         self.workers: dict[str, _Worker] = {}
         self.main_segments: list[str] = []
         self.addresses: dict[str, str] = {}

@@ -648,6 +648,13 @@ class RayExecutor(SupervisedExecutor):
 
     def __init__(self, plan: Plan, *, address: str | None = None) -> None:
         super().__init__(plan)
+        for node in plan.nodes.values():
+            if getattr(node.obj, "encoded_history_s", None) is not None:
+                raise GraphError(
+                    f"sink {node.name!r}: {type(node.obj).__name__} cuts clips from its "
+                    f"sources' encoded video in their process; it runs under the inline, "
+                    f"threads and processes executors, not yet on Ray"
+                )
         require_ray()
         if not ray.is_initialized():
             # Without an address, RAY_ADDRESS joins a cluster, else Ray starts a local one.

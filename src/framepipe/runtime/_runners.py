@@ -36,6 +36,7 @@ from .._nested import NestedPipeline
 from .._stage import FunctionStage, Stage, StageContext
 from ..sinks._base import Sink, SinkContext
 from ..sources._base import Source, SourceContext
+from ..sources._packets import FrameEncoder, PacketRing
 from ..stats import NodeStats, StatsRecorder
 from ..transport._seam import Exporter, InProcessBuffers, SourceBuffers, Stopping
 from ._clock import SYSTEM_CLOCK, Clock
@@ -109,9 +110,12 @@ class SourceRunner:
         buffers: SourceBuffers | None = None,
         on_error: FatalHandler | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        packets: PacketRing | None = None,
     ) -> None:
         self.clock = clock
         self._now = clock.time
+        self.packets = packets
+        self._encoder: FrameEncoder | None = None  # for clips of video the source did not encode
         self._in_process = buffers is None or isinstance(buffers, InProcessBuffers)
         self.node, self.name = node, node.name
         self.needed_fps = needed_fps  # what consumers select: lets a decoder skip frames
@@ -149,9 +153,16 @@ class SourceRunner:
             allocate=self.buffers.buffer,
             on_state=self._report_state,
             on_drop=lambda n: self.recorder.drop("late", n),
+            on_health=self.recorder.set_health,
             needed_fps=self.needed_fps,
         )
+        self.context.packets = self.packets
+        if self.packets is not None:
+            ring = self.packets
+            self.recorder.set_clip_buffer(lambda: ring.bytes)
         self._report_state("connecting" if self.source.live else "running")
+        if self.source.live:
+            self.recorder.set_health("ok")
         try:
             self._iterator = iter(self.source.open(self.context))
         except BaseException as exc:
@@ -237,6 +248,8 @@ class SourceRunner:
                 self.recorder.drop("late")
                 self.buffers.close()
                 return
+        if self.packets is not None:
+            self._encode(image, pts)
         # A yielded image belongs to the pipeline: a source that would draw the next
         # frame into it again fails loudly (``_fail``) instead of changing frames
         # downstream. (write=False, positional: cheaper.)
@@ -272,6 +285,17 @@ class SourceRunner:
         self.recorder.record_one(perf_counter(), handed - began, 0.0)  # replays: their own
         if self._awaiting_frames:
             self._report_state("running")
+
+    def _encode(self, image: np.ndarray, pts: float) -> None:
+        # A source without H.264/H.265 video of its own (known once it has opened its
+        # input) gets its frames encoded for the clips that need them.
+        packets = self.packets
+        assert packets is not None
+        if self._encoder is None:
+            if self.source.encoded_video and packets.uncopyable is None:
+                return
+            self._encoder = FrameEncoder(packets)
+        self._encoder.add(image, pts)
 
     def _unpack(self, captured: Any) -> tuple[np.ndarray, float]:
         if not _pair(captured):
@@ -345,6 +369,8 @@ class SourceRunner:
                     log.error("source %r: closing failed", self.name, exc_info=True)
                     self.on_error(self.name, node_error(self.node, exc, "closing failed"))
             self.buffers.close()
+            if self._encoder is not None:
+                self._encoder.close()
         finally:
             _end_all(self.outlets, self.name)
             if self.recorder.state != "failed":

@@ -2,6 +2,7 @@
 
 from ..web import Web
 from ._base import Sink, SinkContext
+from ._clips import Clips
 from ._collect import Callback, Collect
 from ._json import to_json
 from ._jsonl import JsonLines
@@ -10,6 +11,7 @@ from ._webhook import Webhook
 
 __all__ = [
     "Callback",
+    "Clips",
     "Collect",
     "JsonLines",
     "Sink",

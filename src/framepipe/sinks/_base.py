@@ -33,6 +33,8 @@ class SinkContext:
     pipeline_stats: Callable[[], Any] | None = None
     pipeline_graph: Callable[[], dict[str, Any]] | None = None
     on_drop: Callable[[int], None] | None = None
+    #: ``packets(source)``: the source's ``PacketRing`` in this process, if it keeps one.
+    packets: Callable[[str], Any] | None = None
 
     def drop(self, count: int = 1) -> None:
         """Count ``count`` items the sink gave up (a full buffer): ``buffer`` drops."""
@@ -72,6 +74,9 @@ class Sink(ABC):
     #: frame once with all its results; a sink that shows each input apart (the web
     #: view) says ``"each"``, so a join never hides an input from it.
     join: str = "merge"
+    #: Seconds of its sources' encoded video the sink cuts from (``Clips``): the sources
+    #: keep that much in a ``PacketRing``, and the sink runs in their process.
+    encoded_history_s: float | None = None
 
     def open(self) -> None:
         """Acquire resources. Called once, inside the worker."""
@@ -82,6 +87,16 @@ class Sink(ABC):
 
     def close(self) -> None:
         """Flush and finalize. Called exactly once at the end."""
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Take one JSON-ready record that is not a frame: an event of the run
+        (``pipe.events(name, sink)``). Sinks that write records override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not take records")
+
+    @classmethod
+    def takes_records(cls) -> bool:
+        """Whether this sink can be an event sink (it overrides ``write_record``)."""
+        return cls.write_record is not Sink.write_record
 
     def final_state(self) -> Any:
         """What the caller's instance needs after the run; called in the worker after close()."""

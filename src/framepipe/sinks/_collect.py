@@ -52,9 +52,12 @@ class Collect(Sink):
 
     def __init__(self) -> None:
         self.results: dict[str, dict[Any, Any]] = {}
+        #: Records that are not frames (as an event sink: ``pipe.events``), in order.
+        self.records: list[dict[str, Any]] = []
 
     def open(self) -> None:
         self.results = {name: {} for name in self.context.inputs}
+        self.records = []
         self._by_source = len(self.context.sources) > 1
         self._only_source = self.context.sources[0] if self.context.sources else None
 
@@ -72,6 +75,9 @@ class Collect(Sink):
         for name in self.context.inputs:
             if name in frame.results:
                 self.results.setdefault(name, {})[key] = detach(frame.results[name])
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        self.records.append(detach(record))
 
     def final_state(self) -> Any:
         return self.results

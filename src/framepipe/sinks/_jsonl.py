@@ -67,11 +67,14 @@ class JsonLines(Sink):
             ) from exc
 
     def write(self, frame: Frame) -> None:
+        record = frame_record(frame, self.context.inputs or frame.results)
+        if record is not None:
+            self.write_record(record)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Write one line: a frame's record, or an event (``pipe.events``)."""
         if self._file is None:
             raise SinkError(self.context.name, "write() before open() or after close()")
-        record = frame_record(frame, self.context.inputs or frame.results)
-        if record is None:
-            return
         data = (encode(record) + "\n").encode("utf-8")
         try:
             view = memoryview(data)

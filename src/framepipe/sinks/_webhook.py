@@ -145,8 +145,11 @@ class Webhook(Sink):
 
     def write(self, frame: Frame) -> None:
         record = frame_record(frame, self.context.inputs or frame.results)
-        if record is None:
-            return
+        if record is not None:
+            self.write_record(record)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Queue one record to post: a frame's, or an event (``pipe.events``)."""
         now = time.monotonic()
         with self._cond:
             was_empty = not self._queue

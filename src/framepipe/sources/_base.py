@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ._packets import PacketRing
+
 #: What ``Source.open`` yields: the image and its media time in seconds.
 Captured = tuple[np.ndarray, float]
 
@@ -27,7 +29,8 @@ class SourceContext:
     - ``drop(n)`` counts frames the source decoded but skipped to stay current
       (a live stream read in real time keeps only the newest frame).
     - ``set_state`` / ``count_reconnect`` feed the connection columns of the
-      statistics.
+      statistics; ``set_health`` reports whether a live input tells the truth
+      (``ok``, ``stalled``, ``frozen``, ``clock``: see ``HealthWatch``).
     - ``needed_fps``: in real time, the highest rate any consumer of this
       source selects (``None``: some consumer needs every frame, or offline).
       A decoder may skip frames no consumer will take (``VideoFile`` and
@@ -44,6 +47,7 @@ class SourceContext:
         allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
         on_state: Callable[[str, int], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
+        on_health: Callable[[str, str], None] | None = None,
         needed_fps: float | None = None,
     ) -> None:
         self.name = name
@@ -55,6 +59,11 @@ class SourceContext:
         self._allocate = allocate
         self._on_state = on_state
         self._on_drop = on_drop
+        self._on_health = on_health
+        #: Where a source whose video can be stream-copied keeps its packets, when a
+        #: ``Clips`` sink needs them (``framepipe.sources._packets``); else ``None``.
+        self.packets: PacketRing | None = None
+        self.health = "ok"
         self.dropped = 0
         self.state = "starting"
         self.reconnects = 0
@@ -85,6 +94,17 @@ class SourceContext:
         self.state = state
         if self._on_state is not None:
             self._on_state(state, self.reconnects)
+
+    def set_health(self, health: str, detail: str = "") -> None:
+        """Report the input's health: ``ok``, ``stalled``, ``frozen`` or ``clock``."""
+        if health != self.health:
+            was, self.health = self.health, health
+            if health == "ok":
+                self.logger.info("%s is ok again (was %s)", self.name, was)
+            else:
+                self.logger.warning("%s is %s: %s", self.name, health, detail)
+        if self._on_health is not None:
+            self._on_health(health, detail)
 
     def drop(self, count: int = 1) -> None:
         """Count ``count`` frames skipped to stay current (reported as ``late`` drops)."""
@@ -119,10 +139,13 @@ class Source(ABC):
       read as fast as possible in offline mode.
     - ``seekable``: ``open`` honours ``ctx.start``; otherwise the runtime skips
       frames before the start time itself.
+    - ``encoded_video``: the source demuxes encoded video and, when ``ctx.packets``
+      is set, keeps its packets there for clips (``VideoFile``, ``Stream``).
     """
 
     live: bool = False
     seekable: bool = False
+    encoded_video: bool = False
 
     @abstractmethod
     def open(self, ctx: SourceContext) -> Iterator[Captured]:

@@ -13,6 +13,7 @@ import cv2
 
 from .._errors import SourceError
 from ._base import SourceContext
+from ._health import health_options
 from ._stream import Backoff, LiveSource, Session
 
 _VIDEO_NODE = re.compile(r"^/dev/video(\d+)$")
@@ -37,6 +38,11 @@ class Camera(LiveSource):
     opens. A camera lost while running (unplugged) is reopened with back-off
     (``reconnect=True``), reporting ``reconnecting`` until it is back.
 
+    Its health is watched as a ``Stream``'s is (``stall_after``,
+    ``frozen_after``, ``frozen_threshold``, ``clock_after``,
+    ``reconnect_when_frozen``: see ``fp.sources.Stream``): a covered lens or a
+    hung driver shows as ``frozen`` or ``stalled``.
+
     Example::
 
         pipe.source("webcam", fp.sources.Camera(0, width=1280, height=720, fps=30))
@@ -57,6 +63,11 @@ class Camera(LiveSource):
         backoff: tuple[float, float] = (0.5, 5.0),
         max_retries: int | None = None,
         first_frame_timeout: float = 5.0,
+        stall_after: float | None = 5.0,
+        frozen_after: float | None = 10.0,
+        frozen_threshold: float = 0.5,
+        clock_after: float | None = 2.0,
+        reconnect_when_frozen: bool = False,
     ) -> None:
         if fourcc is not None and len(fourcc) != 4:
             raise ValueError(f"Camera: fourcc must have 4 characters, got {fourcc!r}")
@@ -66,6 +77,14 @@ class Camera(LiveSource):
         self.backoff = Backoff(float(backoff[0]), float(backoff[1]))
         self.max_retries = max_retries
         self.first_frame_timeout = float(first_frame_timeout)
+        self.health = health_options(
+            "Camera",
+            stall_after=stall_after,
+            frozen_after=frozen_after,
+            frozen_threshold=frozen_threshold,
+            clock_after=clock_after,
+            reconnect_when_frozen=bool(reconnect_when_frozen),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,8 @@ from av.container import InputContainer
 
 from .._errors import SourceError
 from ._base import Captured, Source, SourceContext
+from ._health import HealthOptions, HealthWatch, health_options
+from ._packets import PacketTap
 from ._probe import (
     STREAM_SCHEMES,
     explain,
@@ -137,14 +139,17 @@ class Handoff:
         self.capacity = capacity
         self.halt = threading.Event()
         self._cond = threading.Condition()
-        self._frames: deque[tuple[Any, float]] = deque()
+        self._frames: deque[tuple[Any, float, float | None]] = deque()
+        #: Set by the worker to make the reader drop its connection and reconnect.
+        self.renew = threading.Event()
         self._events: list[str] = []
         self._replaced = 0
         self._done = False
         self.error: SourceError | None = None
 
-    def put(self, payload: Any, pts: float) -> bool:
-        """Hand over a frame; False once the worker has gone."""
+    def put(self, payload: Any, pts: float, media: float | None = None) -> bool:
+        """Hand over a frame (``media``: the input's own timestamp); False once the
+        worker has gone."""
         with self._cond:
             if self.latest_only:
                 if self._frames:
@@ -155,7 +160,7 @@ class Handoff:
                     self._cond.wait(0.1)
             if self.halt.is_set():
                 return False
-            self._frames.append((payload, pts))
+            self._frames.append((payload, pts, media))
             self._cond.notify_all()
         return True
 
@@ -178,7 +183,9 @@ class Handoff:
             self.halt.set()
             self._cond.notify_all()
 
-    def take(self, timeout: float) -> tuple[tuple[Any, float] | None, list[str], int, bool]:
+    def take(
+        self, timeout: float
+    ) -> tuple[tuple[Any, float, float | None] | None, list[str], int, bool]:
         """``(frame or None, events, frames replaced since the last call, finished)``."""
         with self._cond:
             if not self._frames and not self._events and not self._done:
@@ -214,12 +221,14 @@ class Session:
 
     @property
     def halted(self) -> bool:
-        """The worker has gone: stop reading."""
-        return self.handoff.halt.is_set()
+        """The worker has gone, or wants a new connection: stop reading."""
+        return self.handoff.halt.is_set() or self.handoff.renew.is_set()
 
     def deliver(self, payload: Any, media: float | None = None) -> bool:
         """Hand a frame with media time ``media`` (if known) to the worker; False if halted."""
-        if not self.handoff.put(payload, self.progress.timeline.pts(media)):
+        if self.handoff.renew.is_set():
+            return False
+        if not self.handoff.put(payload, self.progress.timeline.pts(media), media):
             return False
         self.frames += 1
         return True
@@ -247,6 +256,7 @@ class LiveSource(Source):
     reconnect: bool
     backoff: Backoff
     max_retries: int | None
+    health: HealthOptions = HealthOptions()
 
     def _target(self) -> str:
         """What the source reads, for messages."""
@@ -286,6 +296,7 @@ class LiveSource(Source):
         )
         reader.start()
         connected = False
+        watch = HealthWatch(self.health, time.monotonic())
         try:
             while not ctx.stopping:
                 # A short wait so that a stop is noticed within a tenth of a second.
@@ -296,15 +307,22 @@ class LiveSource(Source):
                     elif event != ctx.state:
                         connected = connected or event == "connected"
                         ctx.set_state(event)
+                        if event == "connected":
+                            watch.reconnected(time.monotonic())
                 if replaced:
                     ctx.drop(replaced)
+                now = time.monotonic()
                 if item is not None:
-                    payload, pts = item
-                    yield self._convert(payload, ctx), pts
+                    payload, pts, media = item
+                    image = self._convert(payload, ctx)
+                    self._judge(ctx, handoff, watch.frame(image, media, now), watch)
+                    yield image, pts
                 elif finished:
                     if handoff.error is not None:
                         raise handoff.error
                     return
+                elif ctx.state == "connected":
+                    self._judge(ctx, handoff, watch.idle(now), watch)
         finally:
             handoff.stop()
             # A reader blocked in a read leaves by itself within its read timeout and
@@ -315,6 +333,15 @@ class LiveSource(Source):
                 # saw nothing of it must not pass for a good one. "failed" says so.
                 ctx.logger.error("%s: never connected to %s", ctx.name, self._target())
                 ctx.set_state("failed")
+
+    def _judge(
+        self, ctx: SourceContext, handoff: Handoff, state: str | None, watch: HealthWatch
+    ) -> None:
+        """Report a change of health; a frozen picture may ask for a new connection."""
+        if state is not None:
+            ctx.set_health(state, watch.detail())
+        if watch.renew_due(time.monotonic()):
+            handoff.renew.set()
 
     def _read_guarded(self, ctx: SourceContext, handoff: Handoff) -> None:
         try:
@@ -364,7 +391,10 @@ class LiveSource(Source):
                 if session.eof and (session.recording or not self.reconnect):
                     handoff.note("ended")
                     return handoff.finish()
-                if session.eof:
+                if handoff.renew.is_set():
+                    handoff.renew.clear()
+                    reason = "its picture froze"
+                elif session.eof:
                     reason = "the input ended"
                 elif session.error is not None:
                     reason = explain(session.error)
@@ -447,6 +477,10 @@ class Stream(LiveSource):
     an exponential back-off with jitter, reporting ``connecting``,
     ``connected``, ``reconnecting`` and ``ended``/``failed`` through
     ``ctx.set_state`` and each attempt through ``ctx.count_reconnect``.
+    Its health (``run.stats[name].health``, ``/metrics``, the web view and the
+    run's events) says whether the picture can be trusted: ``stalled`` (no
+    frame for ``stall_after`` seconds), ``frozen`` (the picture unchanged for
+    ``frozen_after`` seconds), ``clock`` (its timestamps stopped), else ``ok``.
     ``max_retries`` consecutive failed attempts end the source with a
     ``SourceError`` (``None``: retry for as long as the run lasts). A recording
     (an input with a known duration, such as a VOD playlist) ends at its end
@@ -472,12 +506,25 @@ class Stream(LiveSource):
         read_timeout: seconds without data after which the connection counts as lost.
         options: extra FFmpeg options, overriding framepipe's defaults
             (e.g. ``{"rtsp_transport": "udp"}``).
+        stall_after: seconds without a frame, the connection open or not, after
+            which the source's health is ``stalled`` (``None``: never).
+        frozen_after: seconds of an unchanged picture after which it is
+            ``frozen`` (``None``: never checked, no cost).
+        frozen_threshold: the mean absolute difference, in grey levels of 255, of
+            a strided sample of the picture at or below which a frame counts as
+            unchanged (0 treats only identical frames as unchanged). Sensor noise
+            of a still scene differs by 1 or more.
+        clock_after: seconds of frames whose own timestamps do not advance (or go
+            back) after which the health is ``clock``.
+        reconnect_when_frozen: drop the connection and reconnect when the
+            picture freezes.
 
     Example::
 
         pipe.source("door", fp.sources.Stream("rtsp://10.0.0.7:554/stream1"))
     """
 
+    encoded_video = True
     permanent_errors = (
         av.error.ProtocolNotFoundError,
         av.error.HTTPUnauthorizedError,
@@ -495,6 +542,11 @@ class Stream(LiveSource):
         open_timeout: float = 10.0,
         read_timeout: float = 5.0,
         options: dict[str, str] | None = None,
+        stall_after: float | None = 5.0,
+        frozen_after: float | None = 10.0,
+        frozen_threshold: float = 0.5,
+        clock_after: float | None = 2.0,
+        reconnect_when_frozen: bool = False,
     ) -> None:
         if open_timeout <= 0 or read_timeout <= 0:
             raise ValueError(
@@ -511,6 +563,14 @@ class Stream(LiveSource):
         self.open_timeout = float(open_timeout)
         self.read_timeout = float(read_timeout)
         self.options = dict(options or {})
+        self.health = health_options(
+            "Stream",
+            stall_after=stall_after,
+            frozen_after=frozen_after,
+            frozen_threshold=frozen_threshold,
+            clock_after=clock_after,
+            reconnect_when_frozen=bool(reconnect_when_frozen),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"type": "Stream", "url": redact(self.url), "reconnect": self.reconnect}
@@ -560,6 +620,10 @@ class Stream(LiveSource):
             with contextlib.suppress(av.error.FFmpegError, OSError):
                 container.seek(int(resume / stream.time_base), stream=stream)
         timed = container.format.name not in _UNTIMED_FORMATS
+        tap = PacketTap.of(ctx.packets if timed else None, stream)
+        if ctx.packets is not None and not timed:
+            ctx.packets.uncopyable = f"{container.format.name} without timestamps"
+
         try:
             for packet in container.demux(stream):
                 if session.halted:
@@ -570,6 +634,8 @@ class Stream(LiveSource):
                     # Damaged packets are common where a live stream is joined
                     # mid-GOP; the next keyframe recovers.
                     continue
+                if tap is not None:  # after decoding: the tap's filter takes the packet's data
+                    tap.add(packet)
                 for frame in frames:
                     media = frame.time if timed else None
                     if media is not None:
@@ -580,6 +646,10 @@ class Stream(LiveSource):
                         progress.media = media
                     if not session.deliver(frame, media):
                         return
+                    placed = progress.timeline.last
+                    if tap is not None and media is not None and placed is not None:
+                        # Where the timeline put this frame: the packets' times follow it.
+                        tap.learn(placed - media)
             session.eof = True
         except (av.error.FFmpegError, OSError) as exc:
             session.error = exc

@@ -16,6 +16,7 @@ from av.video.stream import VideoStream
 
 from .._errors import SourceError
 from ._base import Captured, Source, SourceContext
+from ._packets import PacketTap
 from ._probe import explain, frame_rate, media_origin, open_input, probe, video_stream
 
 # Colour spaces OpenCV's I420 conversion gets right: BT.601 (and "unspecified",
@@ -142,6 +143,7 @@ class VideoFile(Source):
 
     live = False
     seekable = True
+    encoded_video = True
 
     def __init__(self, path: str | os.PathLike[str], loop: bool = False) -> None:
         self.path = os.fspath(path)
@@ -202,7 +204,8 @@ class VideoFile(Source):
             # Frame and slice threads: several times the single-thread throughput.
             stream.thread_type = "AUTO"
             skip = ReferenceOnly(ctx, stream, frame_rate(stream))
-            yield from self._passes(ctx, container, stream, skip)
+            tap = PacketTap.of(ctx.packets, stream)
+            yield from self._passes(ctx, container, stream, skip, tap)
         finally:
             container.close()
 
@@ -212,6 +215,7 @@ class VideoFile(Source):
         container: InputContainer,
         stream: VideoStream,
         skip: ReferenceOnly,
+        tap: PacketTap | None = None,
     ) -> Iterator[Captured]:
         origin = media_origin(container, stream)
         fps = frame_rate(stream)
@@ -219,14 +223,23 @@ class VideoFile(Source):
         offset = 0.0  # added to file time on later loop passes
         last: float | None = None  # last pts yielded, loop offset included
         start = max(0.0, float(ctx.start))
+        passes = 0
         while True:
             count = 0
-            for frame, file_time in self._timed(ctx, container, stream, origin, period, start):
+            if tap is not None and passes:
+                tap.next_pass(offset - origin)
+            elif tap is not None:
+                tap.learn(offset - origin)
+            passes += 1
+            timed = self._timed(ctx, container, stream, origin, period, start, tap=tap)
+            for frame, file_time in timed:
                 pts = offset + file_time
                 if last is not None and pts <= last:
                     # A loop pass whose first timestamp is not above zero.
                     offset += last + period - pts
                     pts = last + period
+                    if tap is not None:
+                        tap.learn(offset - origin)
                 count += 1
                 last = pts
                 skip.kept(ctx, pts)
@@ -259,13 +272,14 @@ class VideoFile(Source):
         period: float,
         start: float,
         seek: bool = True,
+        tap: PacketTap | None = None,
     ) -> Iterator[tuple[VideoFrame, float]]:
         """One pass from ``start``: each frame with its time in seconds from the file's start."""
         if start > 0 and seek:
             self._seek(ctx, container, stream, start + origin)
         file_time: float | None = None
         first = True
-        for frame in self._decode(ctx, container, stream, whole_file=start == 0):
+        for frame in self._decode(ctx, container, stream, whole_file=start == 0, tap=tap):
             if frame.time is not None:
                 file_time = frame.time - origin
             else:
@@ -273,7 +287,9 @@ class VideoFile(Source):
             if first and seek and start > 0 and file_time > start + 1.5 * period:
                 # The seek landed past ``start`` (a sparse index): decode from the top.
                 self._rewind(ctx, container)
-                yield from self._timed(ctx, container, stream, origin, period, start, seek=False)
+                yield from self._timed(
+                    ctx, container, stream, origin, period, start, seek=False, tap=tap
+                )
                 return
             first = False
             if file_time >= start - 1e-9:
@@ -298,7 +314,12 @@ class VideoFile(Source):
             ) from exc
 
     def _decode(
-        self, ctx: SourceContext, container: InputContainer, stream: VideoStream, whole_file: bool
+        self,
+        ctx: SourceContext,
+        container: InputContainer,
+        stream: VideoStream,
+        whole_file: bool,
+        tap: PacketTap | None = None,
     ) -> Iterator[VideoFrame]:
         """Decode the video stream, skipping corrupt packets, ending early on a broken file."""
         decoded = 0
@@ -325,6 +346,8 @@ class VideoFile(Source):
                 # One bad packet: skip it, as FFmpeg's own tools do; later keyframes recover.
                 corrupt += 1
                 continue
+            if tap is not None:  # after decoding: the tap's filter takes the packet's data
+                tap.add(packet)
             for frame in frames:
                 decoded += 1
                 yield frame

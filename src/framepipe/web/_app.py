@@ -2,17 +2,19 @@
 
 Endpoints (all behind the token, when one is set):
 
-==========================  ==============================================================
-``GET /``                   the page (``static/index.html``)
-``GET /static/{name}``      the page's files; only the files of ``static/``, by exact name
-``GET /video/{node}``       MJPEG (``multipart/x-mixed-replace``) of the node's newest frames;
-                            ``?source=`` picks a source, ``?fps=`` caps this client's rate
-``GET /snapshot/{node}``    the node's newest frame as one JPEG
-``GET /api/stats``          per-node statistics and the streams, JSON
-``GET /api/graph``          nodes and edges of the pipeline, JSON
-``GET /api/results``        the newest results of every stream, JSON
-``GET /metrics``            Prometheus text format
-==========================  ==============================================================
+===========================  ==============================================================
+``GET /``                    the page (``static/index.html``)
+``GET /static/{name}``       the page's files; only the files of ``static/``, by exact name
+``GET /video/{node}``        MJPEG (``multipart/x-mixed-replace``) of the node's newest frames;
+                             ``?source=`` picks a source, ``?fps=`` caps this client's rate
+``GET /snapshot/{node}``     the node's newest frame as one JPEG
+``GET /api/stats``           per-node statistics and the streams, JSON
+``GET /api/graph``           nodes and edges of the pipeline, JSON
+``GET /api/results``         the newest results of every stream, JSON
+``GET /api/clips``           the newest clips the run's ``Clips`` sinks finished, JSON
+``GET /clips/{node}/{file}`` one finished clip (MP4, with ranges, for ``<video>``)
+``GET /metrics``             Prometheus text format
+===========================  ==============================================================
 
 Each MJPEG part carries the frame's ``X-Frame-Index``, ``X-Frame-Pts``,
 ``X-Frame-Timestamp`` (capture time, Unix seconds) and ``X-Frame-Sent`` (when
@@ -38,13 +40,14 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import RunStatsCollector
 from ..sinks._json import to_json
 from ..stats import RunStats
+from ._clips import ClipShelf
 from ._feed import Feed, Feeds, Picture
 
 STATIC = Path(__file__).parent / "static"
@@ -346,6 +349,19 @@ def create_app(
             ]
         )
 
+    shelf = ClipShelf(graph)
+
+    async def api_clips(request: Request) -> Response:
+        return _json(await asyncio.to_thread(shelf.latest))
+
+    async def clip(request: Request) -> Response:
+        node, name = request.path_params["node"], request.path_params["name"]
+        path = await asyncio.to_thread(shelf.file, node, name)
+        if path is None:
+            return PlainTextResponse(f"no finished clip {name!r} of sink {node!r}", 404)
+        # Ranges: a <video> element seeks in the file.
+        return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "no-cache"})
+
     async def metrics(request: Request) -> Response:
         return Response(
             generate_latest(registry),
@@ -362,6 +378,8 @@ def create_app(
             Route("/api/stats", api_stats),
             Route("/api/graph", api_graph),
             Route("/api/results", api_results),
+            Route("/api/clips", api_clips),
+            Route("/clips/{node}/{name}", clip),
             Route("/metrics", metrics),
         ]
     )

@@ -29,6 +29,9 @@
     statsUpdates: 0,
     resultsUpdates: 0,
     graphUpdates: 0,
+    clipsUpdates: 0,
+    hasClips: false,
+    clips: [],
     connected: false,
     lastStats: null,
   };
@@ -267,7 +270,12 @@
       rows.push(el("tr", { "data-node": n.name },
         el("td", {}, n.name),
         el("td", {}, n.kind),
-        el("td", {}, el("span", { class: `state ${n.state}` }, stateText)),
+        el("td", {},
+          el("span", { class: `state ${n.state}` }, stateText),
+          // A live camera whose picture cannot be trusted says so beside its state.
+          n.health && n.health !== "ok"
+            ? el("span", { class: "health", title: n.health_detail || "" }, ` ${n.health}`)
+            : ""),
         el("td", { class: "num" }, fmt(n.fps)),
         el("td", { class: "num" }, String(n.processed)),
         el("td", {}, String(n.dropped) + (reasons ? ` (${reasons})` : "")),
@@ -348,7 +356,9 @@
 
   async function refreshGraph() {
     try {
-      renderGraph(await getJSON("api/graph"));
+      const graph = await getJSON("api/graph");
+      state.hasClips = graph.nodes.some((n) => n.type === "Clips");
+      renderGraph(graph);
       if (state.lastStats) updateGraphLive(state.lastStats.nodes);
     } catch (err) {
       /* shown by the link indicator */
@@ -383,6 +393,40 @@
     state.resultsUpdates += 1;
   }
 
+  // ---- clips -----------------------------------------------------------------------------
+
+  // The newest clips of the run's Clips sinks; a click plays one in the player above them.
+  function renderClips(items) {
+    const panel = $("#clips-panel");
+    panel.hidden = false;
+    state.clips = items;
+    state.clipsUpdates += 1;
+    const shown = items.map((c) => c.url).join("\n");
+    const list = $("#clips");
+    if (list.dataset.shown === shown) return;
+    list.dataset.shown = shown;
+    if (!items.length) {
+      list.replaceChildren(el("li", { class: "muted" }, "none yet"));
+      return;
+    }
+    list.replaceChildren(...items.map((clip) => {
+      const when = clip.first_event_time
+        ? new Date(clip.first_event_time * 1000).toLocaleTimeString() : "";
+      const button = el("button", { type: "button", "data-url": clip.url },
+        `${clip.source} · ${clip.name} · ${fmt(clip.duration_s)} s · ${when}`);
+      button.addEventListener("click", () => play(clip));
+      return el("li", {}, button);
+    }));
+  }
+
+  function play(clip) {
+    const player = $("#clip-player");
+    player.hidden = false;
+    player.src = withToken(clip.url);
+    player.dataset.url = clip.url;
+    player.play().catch(() => { /* the controls let the user start it */ });
+  }
+
   // ---- polling ---------------------------------------------------------------------------
 
   function setLink(up, text) {
@@ -408,6 +452,7 @@
       updateGraphLive(stats.nodes);
       $("#clock").textContent = new Date(stats.time * 1000).toLocaleTimeString();
       renderResults(await getJSON("api/results"));
+      if (state.hasClips) renderClips(await getJSON("api/clips"));
     } catch (err) {
       setLink(false, "disconnected – retrying");
     }
