@@ -285,6 +285,9 @@ def test_bad_options_and_an_unwritable_folder(media_video: Any, tmp_path: Path) 
         fp.sinks.Clips(tmp_path, when=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Clips: on_clip must be a sink that takes records"):
         fp.sinks.Clips(tmp_path, when="ev", on_clip=fp.sinks.VideoFile(tmp_path / "x.mp4"))
+    misspelt, _ = clip_pipeline(media_video(TRAFFIC), tmp_path, at_frames(3), when="cout")
+    with pytest.raises(fp.GraphError, match=r"'clips': it reads the results of 'cout', which"):
+        misspelt.run(mode="offline")
     (tmp_path / "file").write_text("")
     pipe, _ = clip_pipeline(media_video(TRAFFIC), tmp_path / "file" / "clips", at_frames(3))
     with pytest.raises(fp.SinkError, match="'clips': cannot make the clip folder"):

@@ -118,6 +118,28 @@ class Plan:
         }
 
 
+def _check_results_read(node: Node, nodes: dict[str, Node]) -> None:
+    """A node that names the results it reads (``Clips(when="count")``) must have those
+    nodes upstream: a misspelt name would otherwise never match, silently."""
+    wanted = getattr(node.obj, "results_read", ())
+    if not wanted:
+        return
+    upstream: set[str] = set()
+    todo = list(node.inputs)
+    while todo:
+        name = todo.pop()
+        if name not in upstream:
+            upstream.add(name)
+            todo.extend(nodes[name].inputs)
+    for name in wanted:
+        if name not in upstream:
+            stages = sorted(n for n in upstream if nodes[n].kind == "stage")
+            raise GraphError(
+                f"node {node.name!r}: it reads the results of {name!r}, which is not "
+                f"upstream of it; its upstream stages are {stages or 'none'}"
+            )
+
+
 def edge_policy(node: Node, mode: str) -> Queue:
     """The queue on each input edge of ``node`` for this mode."""
     if mode == "offline":
@@ -337,6 +359,8 @@ class Pipeline:
                     raise GraphError(
                         f"node {node.name!r}: input {upstream!r} is a sink; sinks have no output"
                     )
+        for node in nodes.values():
+            _check_results_read(node, nodes)
         order = _topological(nodes)
         edges: list[Edge] = []
         next_id = 1  # 0 is the owner's own hold on a shared-memory slot

@@ -77,6 +77,9 @@ class Sink(ABC):
     #: Seconds of its sources' encoded video the sink cuts from (``Clips``): the sources
     #: keep that much in a ``PacketRing``, and the sink runs in their process.
     encoded_history_s: float | None = None
+    #: Names of the nodes whose results the sink reads by name (``Clips(when=...)``): the
+    #: plan fails with a ``GraphError`` when one is not upstream of the sink.
+    results_read: tuple[str, ...] = ()
 
     def open(self) -> None:
         """Acquire resources. Called once, inside the worker."""

@@ -154,6 +154,7 @@ class Clips(Sink):
         self.max_length = float(max_length)
         self.on_clip = on_clip
         self.encoded_history_s = self.pre + LAG_S
+        self.results_read = (when,) if isinstance(when, str) else ()
         #: Paths of the clips finished by the run (read it after the run, any executor).
         self.clips: list[str] = []
 
